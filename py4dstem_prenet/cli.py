@@ -1,0 +1,137 @@
+"""The ``prenet`` command: run, demo, simulate, train, evaluate, weights."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from .io import check_output, read_cube, save_atomic
+
+    check_output(args.output, args.overwrite)
+    cube = read_cube(args.input)
+    t0 = time.time()
+    result = cube.prenet_preprocess(device=args.device, batch_size=args.batch_size, progress=not args.quiet,
+                                    denoise_first=not args.no_denoise, fit=args.fit, robust=args.robust)
+    n = cube.data.shape[0] * cube.data.shape[1]
+    save_atomic(args.output, result, overwrite=args.overwrite)
+    print(f"processed {n} patterns in {time.time() - t0:.1f} s -> {args.output}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from .example import load_example
+    from .io import save_atomic
+    from .plots import summary_figure
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cube, truth = load_example()
+    print(f"example cube (simulated with abTEM + this package's noise model): shape {cube.data.shape}")
+    result = cube.prenet_preprocess(device=args.device, progress=not args.quiet)
+    h5 = save_atomic(out / "prenet_demo.h5", result, overwrite=True)
+    png = summary_figure(cube, result, truth, out / "prenet_demo.png")
+    print(f"wrote {h5} and {png}")
+
+
+def _cmd_simulate(args: argparse.Namespace) -> None:
+    from .simulate.library import generate_library
+
+    stats = generate_library(args.output, args.n, args.seed, detector=args.detector, workers=args.workers,
+                             category=args.category, phonons=args.phonons, progress=not args.quiet,
+                             device=args.device)
+    print(stats)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .train.loop import train
+
+    path = train(args.task, args.library, args.output_dir, size=args.size, seed=args.seed, steps=args.steps,
+                 batch=args.batch, device=args.device, progress=not args.quiet)
+    print(f"wrote {path}")
+
+
+def _cmd_weights(args: argparse.Namespace) -> None:
+    from .weights import install_weights
+
+    entry = install_weights(Path(args.file), args.name, default=args.default)
+    print(f"installed {args.name}: {entry['file']} sha256 {entry['sha256'][:16]}...")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``prenet``."""
+    p = argparse.ArgumentParser(prog="prenet", description="Deep-learning preprocessing of 4D-STEM data (4D-PreNet)")
+    p.add_argument("--version", action="version", version=f"py4dstem-prenet {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    r = sub.add_parser("run", help="denoise, centre and ellipse-correct a cube; write an EMD file")
+    r.add_argument("input", help="any file py4DSTEM reads (EMD/HDF5, .mib, .blo, .dm4, ...)")
+    r.add_argument("-o", "--output", required=True, help="output EMD (.h5) file, written atomically")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--no-denoise", action="store_true", help="measure and correct on the raw patterns")
+    r.add_argument("--fit", choices=["plane", "parabola", "bezier_two", "constant"],
+                   help="align with a smooth fit of the origins across the scan instead of the raw measurement")
+    r.add_argument("--robust", action="store_true", help="robust (outlier-rejecting) origin fit")
+    common(r)
+    r.set_defaults(func=_cmd_run)
+
+    d = sub.add_parser("demo", help="run the whole chain on the built-in simulated example cube")
+    d.add_argument("-o", "--output-dir", default="prenet_demo", help="folder for prenet_demo.h5 and .png")
+    common(d)
+    d.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("simulate", help="simulate a library of clean patterns with abTEM (extra [simulate])")
+    s.add_argument("output", help="library HDF5 file (resumed if it exists)")
+    s.add_argument("-n", type=int, required=True, help="number of patterns")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--detector", type=int, default=128, help="pattern side, pixels")
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--category", choices=["crystal", "amorphous"])
+    s.add_argument("--phonons", action="store_true", help="frozen phonons for some patterns")
+    common(s)
+    s.set_defaults(func=_cmd_simulate)
+
+    t = sub.add_parser("train", help="train one network on a library (resumable)")
+    t.add_argument("task", choices=["denoise", "center", "ellipse"])
+    t.add_argument("--library", required=True)
+    t.add_argument("-o", "--output-dir", required=True, help="checkpoint, log and weights folder")
+    t.add_argument("--size", choices=["compact", "paper"], default="compact")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--steps", type=int)
+    t.add_argument("--batch", type=int)
+    common(t)
+    t.set_defaults(func=_cmd_train)
+
+    w = sub.add_parser("weights", help="ship trained weights: copy into the package and the manifest")
+    w.add_argument("file", help=".safetensors file written by `prenet train`")
+    w.add_argument("--name", required=True, help="manifest name, e.g. center-compact")
+    w.add_argument("--default", action="store_true", help="make it the task's default model")
+    w.set_defaults(func=_cmd_weights)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``prenet`` console script; returns the exit status."""
+    from .validation import InputError
+    from .weights import WeightsError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (InputError, WeightsError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"prenet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The engine that runs per-batch work over a cube of any size (LiberTEM's UDF idea, in small).
+
+Per-pattern logic (denoise, centre, warp) never knows how the cube is stored: :func:`iter_batches`
+reads ``(n, Qx, Qy)`` float32 blocks from anything indexable like ``data[rx0:rx1]`` (a NumPy array, an
+``h5py.Dataset``, a memmap), validates them, and hands them over with their flat scan index. Only one
+block (``batch_size`` patterns) is held in memory at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .validation import check_cube_shape, check_patterns
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for but PyTorch sees no CUDA GPU; use device='cpu' or 'auto'")
+    return dev
+
+
+def iter_batches(
+    data: Any, batch_size: int = 64, progress: bool = True, desc: str = "patterns"
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(flat_start, block)`` with ``block`` float32 ``(n, Qx, Qy)``, n <= batch_size.
+
+    ``data`` is ``(Rx, Ry, Qx, Qy)``; flat index ``i`` is scan position ``np.unravel_index(i, (Rx, Ry))``.
+    Blocks are read whole scan rows at a time when a row fits in a batch (contiguous HDF5 reads).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_cube_shape(tuple(data.shape), data.dtype)
+    rx, ry = int(data.shape[0]), int(data.shape[1])
+    rows = max(1, batch_size // ry)
+    with tqdm(total=rx * ry, desc=desc, unit="pattern", disable=not progress, leave=False) as bar:
+        for r0 in range(0, rx, rows):
+            block = np.asarray(data[r0:r0 + rows], dtype=np.float32).reshape(-1, *data.shape[2:])
+            for s in range(0, len(block), batch_size):
+                sub = block[s:s + batch_size]
+                start = r0 * ry + s
+                check_patterns(sub, start, (rx, ry))
+                yield start, sub
+                bar.update(len(sub))
+
+
+def write_block(out: Any, start: int, block: np.ndarray) -> None:
+    """Write ``block (n, Qx, Qy)`` (as yielded by :func:`iter_batches`) into ``out (Rx, Ry, Qx, Qy)``."""
+    ry = out.shape[1]
+    r0, c0 = divmod(start, ry)
+    if c0 == 0 and len(block) % ry == 0:
+        out[r0:r0 + len(block) // ry] = block.reshape(-1, ry, *block.shape[1:])
+    else:  # a segment of one scan row
+        out[r0, c0:c0 + len(block)] = block
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Zero-pad the last two axes of ``x`` at the high end up to a multiple; returns the original size."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    return (torch.nn.functional.pad(x, (0, pw, 0, ph)) if ph or pw else x), (h, w)
+
+
+@torch.inference_mode()
+def apply_network(net: torch.nn.Module, x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Run a fully convolutional ``net`` on ``x (N, C, H, W)`` of any size (padded, then cropped)."""
+    xp, (h, w) = pad_to_multiple(x, multiple)
+    return net(xp)[..., :h, :w]

@@ -1,0 +1,1 @@
+"""Simulation of training data (abTEM patterns, noise model, augmentation)."""

@@ -1,0 +1,284 @@
+"""Clean 4D-STEM diffraction patterns from abTEM multislice simulations (one probe position each).
+
+Geometry (exact, no resampling anywhere)
+----------------------------------------
+* The lateral simulation cell is ``L x L`` with ``L = wavelength / (mrad_per_px * 1e-3)`` (Angstrom), so
+  the reciprocal-space pixel of the simulation, ``1 / L`` (1/Angstrom) = ``mrad_per_px`` (mrad), *is* the
+  detector pixel.
+* The wave is sampled on ``N x N`` points, ``N`` = :func:`grid_points` (``>= 3 Q / sqrt 2``), so abTEM's
+  antialiasing aperture (radius ``N / 3`` px) encloses the whole ``Q x Q`` detector, corners included.
+* The ``fftshift``-ed ``N x N`` intensity has its zero frequency at pixel ``(N / 2, N / 2)``; the ``Q x Q``
+  crop ``[N/2 - Q/2, N/2 + Q/2)`` puts it at ``(Q / 2, Q / 2)``, the package's detector centre
+  (:func:`py4dstem_prenet.geometry.detector_center`). The probe is never tilted (the specimen is), so the
+  optical axis is exactly there.
+* abTEM arrays are indexed ``[x, y]`` (first axis = atoms' x); that is used directly as ``[qx, qy]``.
+* Intensities are fractions of the incident electrons per pixel (abTEM's probe sums to 1 in reciprocal
+  space; we divide by the measured incident sum anyway). Electrons scattered beyond the antialiasing
+  aperture are lost, as they would be off a real detector, so a pattern sums to slightly less than 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import ase
+import numpy as np
+from ase import units
+
+#: Accelerating voltages drawn by :func:`draw_optics` (kV).
+ENERGIES_KV = (80.0, 120.0, 200.0, 300.0)
+#: Low-index zone axes (lattice-vector basis); signs and order are randomised when drawn.
+ZONE_AXES = ((0, 0, 1), (0, 1, 1), (1, 1, 1), (0, 1, 2), (1, 1, 2), (0, 1, 3), (1, 2, 2), (1, 2, 3),
+             (1, 1, 3), (1, 1, 4), (0, 2, 3), (1, 3, 4))
+PHONON_SIGMA_A = 0.08  # frozen-phonon rms displacement (Angstrom)
+SLICE_THICKNESS_A = 2.0  # nominal multislice slice thickness (Angstrom)
+MAX_EXTENT_A = 100.0  # upper bound on the lateral cell L (Angstrom), bounds mrad_per_px from below
+MAX_ATOMS = 150_000  # thickness is reduced by :func:`fit_to_budget` so a slab holds at most this many
+EDGE_MRAD = (20.0, 80.0)  # scattering angle reached at the pattern edge (Q / 2 px), log-uniform
+SEMIANGLE_MRAD = (0.3, 30.0)  # probe convergence semi-angle, log-uniform
+DISK_RADIUS_PX = (1.0, 0.2)  # BF disk radius bounds: at least 1 px, at most 0.2 Q px
+THICKNESS_A = {"crystal": (20.0, 300.0), "amorphous": (20.0, 150.0)}
+MAX_TILT_MRAD = 15.0
+
+
+@dataclass(frozen=True)
+class OpticsParams:
+    """Microscope and specimen settings of one simulated pattern.
+
+    energy_kv: accelerating voltage (kV). semiangle_mrad: probe convergence semi-angle (mrad).
+    mrad_per_px: detector angular pixel size (mrad). thickness_A: specimen thickness (Angstrom).
+    zone_axis: direction ``[uvw]`` in the structure's lattice-vector basis put along the beam.
+    tilt_mrad: extra specimen rotations about the x and y axes (mrad), applied after the zone alignment.
+    inplane_deg: rotation of the specimen about the beam (degrees). phonon_configs: 0 for a static
+    lattice, else the number of frozen-phonon configurations (sigma 0.08 Angstrom).
+    detector: Q, pattern side length (pixels, even).
+    """
+
+    energy_kv: float
+    semiangle_mrad: float
+    mrad_per_px: float
+    thickness_A: float
+    zone_axis: tuple[int, int, int]
+    tilt_mrad: tuple[float, float]
+    inplane_deg: float
+    phonon_configs: int
+    detector: int
+
+
+def wavelength_A(energy_kv: float) -> float:
+    """Relativistic electron wavelength (Angstrom) at ``energy_kv`` (kV); same formula as abTEM."""
+    e = energy_kv * 1e3
+    return float(units._hplanck * units._c / math.sqrt(e * (2 * units._me * units._c**2 / units._e + e))
+                 / units._e * 1e10)
+
+
+def cell_extent_A(optics: OpticsParams) -> float:
+    """Lateral cell size ``L`` (Angstrom) whose reciprocal pixel equals the detector pixel."""
+    return wavelength_A(optics.energy_kv) / (optics.mrad_per_px * 1e-3)
+
+
+def _fft_friendly(n: int) -> int:
+    """Smallest even integer ``>= n`` with no prime factor above 5."""
+    m = max(2, n + (n % 2))
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 2
+
+
+def grid_points(detector: int) -> int:
+    """Wave-function grid ``N`` (per side) for a ``Q x Q`` detector: antialias radius ``N / 3 >= Q / sqrt 2``."""
+    return _fft_friendly(math.ceil(3 * detector / math.sqrt(2)))
+
+
+def _rot(axis: int, angle: float) -> np.ndarray:
+    """Right-handed rotation matrix by ``angle`` (radians) about Cartesian ``axis`` (0, 1, 2)."""
+    c, s = math.cos(angle), math.sin(angle)
+    i, j = [(1, 2), (2, 0), (0, 1)][axis]
+    r = np.eye(3)
+    r[i, i] = r[j, j] = c
+    r[j, i], r[i, j] = s, -s
+    return r
+
+
+def orientation_matrix(cell: np.ndarray, optics: OpticsParams) -> np.ndarray:
+    """Rotation ``R`` (lab = ``R @ crystal``) putting ``zone_axis`` along +z, then tilts, then in-plane.
+
+    The zone alignment is the smallest rotation taking ``[uvw] @ cell`` onto z (identity for ``[001]`` of a
+    cell with ``c`` along z); the tilts rotate about lab x then lab y; ``inplane_deg`` rotates about z.
+    """
+    d = np.asarray(optics.zone_axis, dtype=float) @ np.asarray(cell, dtype=float)
+    if not np.linalg.norm(d) > 0:
+        raise ValueError(f"zone axis {optics.zone_axis} is the zero vector")
+    d /= np.linalg.norm(d)
+    v, c = np.cross(d, [0.0, 0.0, 1.0]), d[2]
+    s = np.linalg.norm(v)
+    if s < 1e-12:
+        r = np.eye(3) if c > 0 else np.diag([1.0, -1.0, -1.0])
+    else:
+        k = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]]) / s
+        r = np.eye(3) + s * k + (1 - c) * k @ k
+    tx, ty = (t * 1e-3 for t in optics.tilt_mrad)
+    return _rot(2, math.radians(optics.inplane_deg)) @ _rot(1, ty) @ _rot(0, tx) @ r
+
+
+def orient_slab(atoms: ase.Atoms, optics: OpticsParams, rng: np.random.Generator | None = None) -> ase.Atoms:
+    """Cut the oriented specimen box ``[0, L) x [0, L) x [0, thickness)`` (Angstrom) from a periodic structure.
+
+    The structure is rotated by :func:`orientation_matrix` and tiled over the box; with ``rng`` the crystal
+    is first shifted by a random fraction of its cell, so the probe (box centre) hits a random point of the
+    unit cell. Returns an orthorhombic, laterally periodic :class:`ase.Atoms` (beam along z).
+    """
+    cell = np.asarray(atoms.cell.array, dtype=float)
+    if abs(np.linalg.det(cell)) < 1e-6:
+        raise ValueError("structure must have a full 3D periodic cell")
+    L, T = cell_extent_A(optics), float(optics.thickness_A)
+    R = orientation_matrix(cell, optics)
+    frac0 = rng.random(3) if rng is not None else np.zeros(3)
+    origin = np.array([L / 2, L / 2, T / 2]) - R @ (frac0 @ cell)  # lab position of the crystal origin
+    corners = np.array([[x, y, z] for x in (0, L) for y in (0, L) for z in (0, T)]) - origin
+    frac_corners = corners @ R @ np.linalg.inv(cell)  # (R^T x) @ inv(cell), row vectors
+    lo, hi = np.floor(frac_corners.min(0)).astype(int) - 1, np.ceil(frac_corners.max(0)).astype(int) + 1
+    basis = np.mod(atoms.get_scaled_positions(wrap=False), 1.0)
+    numbers = atoms.numbers
+    cart_cell = cell @ R.T  # rotated lattice vectors as rows
+    pos_basis = basis @ cart_cell + origin
+    pos, num = [], []
+    n1, n2 = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
+    plane = np.stack([n1.ravel(), n2.ravel(), np.zeros(n1.size)], 1) @ cart_cell
+    for n3 in range(lo[2], hi[2]):  # one lattice plane at a time bounds memory
+        p = (plane + n3 * cart_cell[2])[:, None, :] + pos_basis[None, :, :]
+        keep = np.all((p >= 0) & (p < [L, L, T]), axis=-1)
+        pos.append(p[keep])
+        num.append(np.broadcast_to(numbers, keep.shape)[keep])
+    slab = ase.Atoms(numbers=np.concatenate(num), positions=np.concatenate(pos).reshape(-1, 3),
+                     cell=[L, L, T], pbc=True)
+    return slab
+
+
+def fit_to_budget(optics: OpticsParams, atoms: ase.Atoms, max_atoms: int = MAX_ATOMS) -> OpticsParams:
+    """Reduce ``thickness_A`` (not below 10 Angstrom) so the slab holds about ``max_atoms`` atoms at most."""
+    density = len(atoms) / abs(atoms.get_volume())  # atoms per cubic Angstrom
+    t_max = max_atoms / (density * cell_extent_A(optics) ** 2)
+    if optics.thickness_A <= t_max:
+        return optics
+    return replace(optics, thickness_A=float(max(10.0, math.floor(t_max))))
+
+
+def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(max(lo, hi)))))
+
+
+def _draw_zone_axis(rng: np.random.Generator) -> tuple[int, int, int]:
+    if rng.random() < 0.3:  # general orientation: a random high-index direction
+        while True:
+            uvw = rng.integers(-9, 10, size=3)
+            if np.abs(uvw).max() >= 4 and math.gcd(*(int(i) for i in uvw)) == 1:
+                return tuple(int(i) for i in uvw)
+    uvw = np.array(ZONE_AXES[rng.integers(len(ZONE_AXES))])
+    uvw = rng.permutation(uvw) * rng.choice([-1, 1], size=3)
+    return tuple(int(i) for i in uvw)
+
+
+def draw_optics(rng: np.random.Generator, detector: int, category: str) -> OpticsParams:
+    """Draw random optics for a ``detector x detector`` pattern of a ``category`` ("crystal"/"amorphous") model.
+
+    Energy from :data:`ENERGIES_KV`; pattern edge angle log-uniform in :data:`EDGE_MRAD` (so ``mrad_per_px
+    = edge / (Q / 2)``) with ``L <= MAX_EXTENT_A``; semi-angle log-uniform in :data:`SEMIANGLE_MRAD` with
+    the BF disk radius kept within 1 px .. Q/5 px; thickness uniform; 30 % general orientations; tilt 0
+    with probability 0.3, else magnitude uniform up to 15 mrad in a random direction; in-plane uniform;
+    frozen phonons (4 or 8 configurations) with probability 0.15.
+    """
+    if detector % 2 or detector < 16:
+        raise ValueError(f"detector must be an even number of pixels >= 16, got {detector}")
+    if category not in THICKNESS_A:
+        raise ValueError(f"category must be one of {sorted(THICKNESS_A)}, got {category!r}")
+    energy = float(rng.choice(ENERGIES_KV))
+    lam = wavelength_A(energy)
+    lo = max(EDGE_MRAD[0] / (detector / 2), lam / (MAX_EXTENT_A * 1e-3))
+    mpp = _loguniform(rng, lo, max(lo, EDGE_MRAD[1] / (detector / 2)))
+    alpha = _loguniform(rng, max(SEMIANGLE_MRAD[0], DISK_RADIUS_PX[0] * mpp),
+                        min(SEMIANGLE_MRAD[1], DISK_RADIUS_PX[1] * detector * mpp))
+    thickness = float(rng.uniform(*THICKNESS_A[category]))
+    zone = _draw_zone_axis(rng)
+    if rng.random() < 0.3:
+        tilt = (0.0, 0.0)
+    else:
+        mag, phi = rng.uniform(0, MAX_TILT_MRAD), rng.uniform(0, 2 * math.pi)
+        tilt = (float(mag * math.cos(phi)), float(mag * math.sin(phi)))
+    inplane = float(rng.uniform(0, 360))
+    phonons = int(rng.choice([4, 8])) if rng.random() < 0.15 else 0
+    return OpticsParams(energy_kv=energy, semiangle_mrad=alpha, mrad_per_px=mpp, thickness_A=thickness,
+                        zone_axis=zone, tilt_mrad=tilt, inplane_deg=inplane, phonon_configs=phonons,
+                        detector=int(detector))
+
+
+def _resolve_device(device: str) -> str:
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    if device == "gpu":
+        try:
+            import cupy
+
+            cupy.cuda.runtime.getDeviceCount()
+        except Exception as err:  # noqa: BLE001 - any CuPy/CUDA failure means no GPU
+            raise RuntimeError(f"device='gpu' requested but CuPy/CUDA is unavailable: {err}") from err
+    return device
+
+
+def simulate_pattern(atoms: ase.Atoms, optics: OpticsParams, seed: int = 0, device: str = "cpu") -> np.ndarray:
+    """Clean ``(Q, Q)`` float32 diffraction pattern, fraction of incident electrons per pixel, optical axis
+    exactly at pixel ``(Q / 2, Q / 2)``.
+
+    ``atoms`` is a periodic structure (any cell); it is oriented and cut by :func:`orient_slab`, with the
+    lattice offset and the frozen-phonon displacements drawn from ``seed``. ``device`` is "cpu" or "gpu".
+    """
+    import abtem
+
+    q = int(optics.detector)
+    if q % 2 or q < 16:
+        raise ValueError(f"detector must be an even number of pixels >= 16, got {q}")
+    device = _resolve_device(device)
+    rng = np.random.default_rng(seed)
+    slab = orient_slab(atoms, optics, rng)
+    L, n = cell_extent_A(optics), grid_points(q)
+    n_slices = max(1, round(optics.thickness_A / SLICE_THICKNESS_A))
+    energy = optics.energy_kv * 1e3
+    conf = {"dask.lazy": False, "device": device, "diagnostics.progress_bar": False}
+    with abtem.config.set(conf):
+        specimen = slab
+        if optics.phonon_configs > 0:
+            seeds = tuple(int(s) for s in rng.integers(0, 2**31 - 1, optics.phonon_configs))
+            specimen = abtem.FrozenPhonons(slab, num_configs=optics.phonon_configs, sigmas=PHONON_SIGMA_A,
+                                           seed=seeds)
+        potential = abtem.Potential(specimen, gpts=n, slice_thickness=optics.thickness_A / n_slices,
+                                    parametrization="lobato", projection="infinite", device=device)
+        probe = abtem.Probe(energy=energy, semiangle_cutoff=optics.semiangle_mrad, gpts=n, extent=L,
+                            device=device)
+        incident = probe.build(scan=(L / 2, L / 2), lazy=False)
+        norm = float(abs2_sum(incident.array))
+        exit_waves = incident.multislice(potential)
+        dp = exit_waves.diffraction_patterns(max_angle="full", fftshift=True).array
+    dp = _to_numpy(dp)
+    if dp.ndim > 2:  # frozen-phonon ensemble
+        dp = dp.reshape(-1, n, n).mean(0)
+    assert dp.shape == (n, n), dp.shape
+    c = n // 2 - q // 2
+    return (dp[c:c + q, c:c + q] / norm).astype(np.float32)
+
+
+def abs2_sum(wave) -> float:
+    """Total reciprocal-space intensity of a real-space wave array (Parseval, as abTEM's FFT is unnormalised)."""
+    arr = _to_numpy(wave)
+    return float((np.abs(arr.astype(np.complex128)) ** 2).sum() * arr.shape[-1] * arr.shape[-2])
+
+
+def _to_numpy(arr) -> np.ndarray:
+    if hasattr(arr, "get"):  # CuPy
+        arr = arr.get()
+    return np.asarray(arr)

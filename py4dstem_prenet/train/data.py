@@ -1,0 +1,121 @@
+"""Training batches drawn on the fly from a library of clean abTEM patterns.
+
+Every batch is a pure function of ``(seed, step)``: the same step always sees the same patterns,
+distortions and noise, so an interrupted run resumes exactly. Structures are split by name into
+train / val / test (:func:`split_of`), so evaluation uses structures the networks never saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import geometry
+from ..normalization import to_network
+from ..simulate.augment import AugmentRanges, distort, draw_geometry
+from ..simulate.library import PatternLibrary
+from ..simulate.noise import DetectorEffects, add_noise, log_uniform
+
+SPLITS = ("train", "val", "test")
+
+
+def split_of(structure: str) -> str:
+    """Stable split of a structure name: about 10% "test", 10% "val", the rest "train"."""
+    h = int(hashlib.sha1(structure.encode()).hexdigest(), 16) % 10
+    return "test" if h == 0 else "val" if h == 1 else "train"
+
+
+def heatmap_target(shape: tuple[int, int], qx0: np.ndarray, qy0: np.ndarray, sigma: float) -> torch.Tensor:
+    """Gaussian heatmaps ``(N, 1, Qx, Qy)`` of peak 1 and width ``sigma`` px at ``(qx0, qy0)``."""
+    qx = torch.arange(shape[0], dtype=torch.float32).view(1, -1, 1)
+    qy = torch.arange(shape[1], dtype=torch.float32).view(1, 1, -1)
+    cx = torch.as_tensor(qx0, dtype=torch.float32).view(-1, 1, 1)
+    cy = torch.as_tensor(qy0, dtype=torch.float32).view(-1, 1, 1)
+    return torch.exp(-((qx - cx) ** 2 + (qy - cy) ** 2) / (2 * sigma**2)).unsqueeze(1)
+
+
+def draw_effects(rng: np.random.Generator) -> DetectorEffects:
+    """Detector imperfections for one batch: read noise half of the time, rarely hot/dead pixels."""
+    read = float(rng.uniform(0, 2)) if rng.random() < 0.5 else 0.0
+    hot = float(rng.uniform(0, 1e-4)) if rng.random() < 0.2 else 0.0
+    return DetectorEffects(read_noise=read, hot_fraction=hot, dead_fraction=hot, hot_level=float(rng.uniform(50, 500)))
+
+
+@dataclass
+class Batch:
+    """Network input ``x (N, 1, Qx, Qy)``, target, and the labels (pixels / radians) it came from."""
+
+    x: torch.Tensor
+    target: torch.Tensor
+    labels: dict[str, np.ndarray]
+
+
+class TrainingData:
+    """The clean patterns of one split of a library, held in memory, and the batch makers."""
+
+    def __init__(self, library: str, split: str, ranges: AugmentRanges | None = None) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        lib = PatternLibrary(library)
+        meta = lib.metadata()
+        names = np.asarray(meta["structure"]).astype(str)
+        idx = np.flatnonzero([split_of(n) == split for n in names])
+        if idx.size == 0:
+            raise ValueError(f"library {library} holds no patterns of the {split!r} split")
+        self.patterns = torch.from_numpy(np.asarray(lib.patterns(idx), dtype=np.float32))
+        self.structures = names[idx]
+        self.ranges = ranges or AugmentRanges()
+        self.shape = tuple(self.patterns.shape[-2:])
+
+    def _noisy(self, rng: np.random.Generator, gen: torch.Generator, n: int):
+        pick = rng.integers(0, len(self.patterns), n)
+        params = draw_geometry(rng, n, self.shape, self.ranges)
+        clean = distort(self.patterns[pick], params)
+        dose = log_uniform(rng, *self.ranges.dose, n)
+        noisy = add_noise(clean, dose, gen, draw_effects(rng))
+        return clean, dose, noisy, params
+
+    def denoise_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int) -> Batch:
+        """Noisy input; target: the expected counts in the same normalised square-root space."""
+        clean, dose, noisy, params = self._noisy(rng, gen, n)
+        x, scale = to_network(noisy)
+        expected = clean * torch.as_tensor(dose, dtype=torch.float32).view(-1, 1, 1)
+        target = (expected.sqrt() / scale.view(-1, 1, 1)).clamp(0, 1).unsqueeze(1)
+        return Batch(x, target, {**params, "dose": dose})
+
+    def center_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int, sigma: float) -> Batch:
+        """Noisy input; target: a Gaussian heatmap at the true optical axis."""
+        _, dose, noisy, params = self._noisy(rng, gen, n)
+        x, _ = to_network(noisy)
+        return Batch(x, heatmap_target(self.shape, params["qx0"], params["qy0"], sigma), {**params, "dose": dose})
+
+    def ellipse_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int, per_mean: tuple[int, int],
+                      size: int, ratio_scale: float) -> Batch:
+        """Means of K centred patterns (one or two structures, random grain rotations, a common camera
+        length and ellipse, residual centring jitter 0.05 px) with noise; target
+        ``(cos 2 theta, sin 2 theta, (a/b - 1) * ratio_scale)``."""
+        from ..ellipse import ellipse_input
+
+        xs, labels = [], draw_geometry(rng, n, self.shape, self.ranges)
+        cx, cy = geometry.detector_center(self.shape)
+        for i in range(n):
+            k = int(rng.integers(per_mean[0], per_mean[1] + 1))
+            names = rng.choice(np.unique(self.structures), size=int(rng.integers(1, 3)))
+            pool = np.flatnonzero(np.isin(self.structures, names))
+            pick = rng.choice(pool, size=k)
+            geo = {"qx0": cx + rng.normal(0, 0.05, k), "qy0": cy + rng.normal(0, 0.05, k),
+                   "ratio": labels["ratio"][i], "theta": labels["theta"][i],
+                   "rotation": rng.uniform(0, 2 * math.pi, k), "scale": labels["scale"][i]}
+            f = geometry.distortion_matrix(self.shape, **geo)
+            total = geometry.warp(self.patterns[pick], geometry.invert(f), mode="bilinear",
+                                  preserve_counts=True).clamp_min(0).sum(0, keepdim=True)
+            dose = log_uniform(rng, *self.ranges.dose, 1)[0]
+            mean = add_noise(total, dose, gen, draw_effects(rng))[0] / k
+            xs.append(ellipse_input(mean, size)[0])
+        enc = geometry.encode_angle(labels["theta"])
+        target = np.column_stack([enc, (labels["ratio"] - 1.0) * ratio_scale])
+        return Batch(torch.stack(xs), torch.as_tensor(target, dtype=torch.float32), labels)

@@ -1,0 +1,40 @@
+"""Architectures and training settings of each network, in two sizes.
+
+``compact`` trains on a 2-core CPU in the background within a session and ships as the default;
+``paper`` is the paper-sized network (wider U-Nets, ResNet-50) whose recipe is meant for a GPU.
+Everything a model needs at inference besides its weights (``input``) is stored in its manifest entry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_UNET = {"name": "unet", "in_channels": 1, "depth": 4, "out_activation": "sigmoid"}
+_RESNET = {"name": "resnet", "in_channels": 1, "outputs": 3}
+
+ARCHITECTURES: dict[str, dict[str, dict[str, Any]]] = {
+    "denoise": {"compact": {**_UNET, "base": 8, "cbam": True}, "paper": {**_UNET, "base": 32, "cbam": True}},
+    "center": {"compact": {**_UNET, "base": 8, "cbam": False}, "paper": {**_UNET, "base": 32, "cbam": False}},
+    "ellipse": {
+        "compact": {**_RESNET, "base": 16, "layers": [2, 2, 2, 2], "bottleneck": False},  # ResNet-18 layout
+        "paper": {**_RESNET, "base": 64, "layers": [3, 4, 6, 3], "bottleneck": True},  # ResNet-50
+    },
+}
+
+#: What inference needs besides the weights (see normalization, center and ellipse modules).
+INPUTS: dict[str, dict[str, Any]] = {
+    "denoise": {"normalization": "sqrt(counts) / max per pattern", "output": "same space, -> counts"},
+    "center": {"normalization": "sqrt(counts) / max per pattern", "heatmap_sigma": 1.5, "com_window": 6,
+               "com_floor": 0.0},
+    "ellipse": {"normalization": "sqrt(counts) / max of the mean centred pattern", "input_size": 128,
+                "ratio_scale": 10.0, "patterns_per_mean": [8, 64]},
+}
+
+#: Optimisation settings: batch, steps, learning rate (Adam, cosine decay), validation and early stopping.
+TRAINING: dict[str, dict[str, dict[str, Any]]] = {
+    task: {
+        "compact": {"batch": 16, "steps": 4000, "lr": 2e-3, "val_every": 200, "val_batches": 8, "patience": 6},
+        "paper": {"batch": 64, "steps": 60000, "lr": 1e-3, "val_every": 1000, "val_batches": 32, "patience": 10},
+    }
+    for task in ("denoise", "center", "ellipse")
+}
