@@ -16,7 +16,9 @@ def _cmd_run(args: argparse.Namespace) -> None:
     check_output(args.output, args.overwrite)
     cube = read_cube(args.input)
     t0 = time.time()
-    result = cube.prenet_preprocess(device=args.device, batch_size=args.batch_size, progress=not args.quiet,
+    result = cube.prenet_preprocess(denoise_model=args.denoise_model, center_model=args.center_model,
+                                    ellipse_model=args.ellipse_model, device=args.device,
+                                    batch_size=args.batch_size, progress=not args.quiet,
                                     denoise_first=not args.no_denoise, fit=args.fit, robust=args.robust)
     n = cube.data.shape[0] * cube.data.shape[1]
     save_atomic(args.output, result, overwrite=args.overwrite)
@@ -81,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fit", choices=["plane", "parabola", "bezier_two", "constant"],
                    help="align with a smooth fit of the origins across the scan instead of the raw measurement")
     r.add_argument("--robust", action="store_true", help="robust (outlier-rejecting) origin fit")
+    for task in ("denoise", "center", "ellipse"):
+        r.add_argument(f"--{task}-model", default="default", help=f"{task} model: manifest name or .safetensors file")
     common(r)
     r.set_defaults(func=_cmd_run)
 

@@ -57,8 +57,9 @@ class ModelEntry:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def read_manifest(path: Path = MANIFEST_PATH) -> dict[str, Any]:
+def read_manifest(path: Path | None = None) -> dict[str, Any]:
     """The parsed manifest; a clear :class:`WeightsError` if it is missing or not valid JSON."""
+    path = path or MANIFEST_PATH
     try:
         manifest = json.loads(Path(path).read_text())
     except FileNotFoundError as exc:
@@ -70,7 +71,7 @@ def read_manifest(path: Path = MANIFEST_PATH) -> dict[str, Any]:
     return manifest
 
 
-def get_entry(task: str, model: str = "default", manifest_path: Path = MANIFEST_PATH) -> ModelEntry:
+def get_entry(task: str, model: str = "default", manifest_path: Path | None = None) -> ModelEntry:
     """The manifest entry for ``model`` (a name, or ``"default"`` for the task's shipped default)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -140,7 +141,7 @@ def _download(url: str, dest: Path) -> None:
 def resolve_file(entry: ModelEntry) -> Path:
     """Path of the verified weights file of ``entry``, downloading it once if it is URL-only."""
     if entry.file:
-        path = PACKAGE_DIR / entry.file
+        path = MANIFEST_PATH.parent / entry.file
     elif entry.url:
         path = cache_dir() / f"{entry.name}-{entry.sha256[:12]}.safetensors"
         if not path.is_file():
@@ -167,7 +168,7 @@ class LoadedModel:
 
 
 @lru_cache(maxsize=16)
-def _load_cached(task: str, model: str, mtime: float) -> LoadedModel:
+def _load_cached(task: str, model: str, mtime: int) -> LoadedModel:
     if model.endswith(".safetensors") or os.sep in model:
         return load_user_weights(task, Path(model))
     entry = get_entry(task, model)
@@ -225,39 +226,39 @@ def load_model(task: str, model: str = "default") -> LoadedModel:
     ``prenet train``. Loaded networks are cached; a changed manifest invalidates the cache.
     """
     source = Path(model) if (str(model).endswith(".safetensors") or os.sep in str(model)) else MANIFEST_PATH
-    mtime = source.stat().st_mtime if source.exists() else 0.0
+    mtime = source.stat().st_mtime_ns if source.exists() else 0
     return _load_cached(task, str(model), mtime)
 
 
-def install_weights(path: Path, name: str, default: bool = False, manifest_path: Path = MANIFEST_PATH) -> dict:
+def install_weights(path: Path, name: str, default: bool = False) -> dict:
     """Ship a ``prenet train`` weights file: copy it into the package's ``weights/`` folder and write its
     manifest entry (file, sha256, size, architecture, input, recipe, metrics); optionally make it the
     default of its task. The manifest is replaced atomically."""
     import shutil
 
     loaded = read_user_entry(Path(path))
-    dest = PACKAGE_DIR / "weights" / f"{name}.safetensors"
+    dest = MANIFEST_PATH.parent / "weights" / f"{name}.safetensors"
     dest.parent.mkdir(exist_ok=True)
     if Path(path).resolve() != dest.resolve():
         shutil.copyfile(path, dest)
     entry = {"task": loaded["task"], "file": f"weights/{dest.name}", "sha256": sha256_of(dest),
              "size": dest.stat().st_size, "url": None, "architecture": loaded["architecture"],
              "input": loaded["input"], "recipe": loaded["recipe"], "metrics": loaded["metrics"]}
-    manifest = read_manifest(manifest_path)
+    manifest = read_manifest()
     manifest["models"][name] = entry
     if default:
         manifest.setdefault("defaults", {})[loaded["task"]] = name
-    _write_json_atomic(manifest_path, manifest)
+    _write_json_atomic(MANIFEST_PATH, manifest)
     return entry
 
 
-def update_metrics(name: str, metrics: dict, manifest_path: Path = MANIFEST_PATH) -> None:
+def update_metrics(name: str, metrics: dict) -> None:
     """Record evaluation ``metrics`` in model ``name``'s manifest entry (atomic rewrite)."""
-    manifest = read_manifest(manifest_path)
+    manifest = read_manifest()
     if name not in manifest["models"]:
         raise WeightsError(f"unknown model {name!r}")
     manifest["models"][name].setdefault("metrics", {}).update(metrics)
-    _write_json_atomic(manifest_path, manifest)
+    _write_json_atomic(MANIFEST_PATH, manifest)
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
