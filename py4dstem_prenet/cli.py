@@ -43,9 +43,15 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def _cmd_simulate(args: argparse.Namespace) -> None:
     from .simulate.library import generate_library
 
+    structures = None
+    if args.split:
+        from .simulate.structures import list_structures
+        from .train.data import split_of
+
+        structures = [s.name for s in list_structures(args.category) if split_of(s.name) == args.split]
     stats = generate_library(args.output, args.n, args.seed, detector=args.detector, workers=args.workers,
-                             category=args.category, phonons=args.phonons, progress=not args.quiet,
-                             device=args.device)
+                             structures=structures, category=None if structures else args.category,
+                             phonons=args.phonons, progress=not args.quiet, device=args.device)
     print(stats)
 
 
@@ -55,6 +61,16 @@ def _cmd_train(args: argparse.Namespace) -> None:
     path = train(args.task, args.library, args.output_dir, size=args.size, seed=args.seed, steps=args.steps,
                  batch=args.batch, device=args.device, progress=not args.quiet)
     print(f"wrote {path}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate.harness import evaluate_all
+
+    tables = evaluate_all(args.library, device=args.device, quick=args.quick)
+    text = "\n\n".join(t.text() for t in tables)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
 
 
 def _cmd_weights(args: argparse.Namespace) -> None:
@@ -100,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--detector", type=int, default=128, help="pattern side, pixels")
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--category", choices=["crystal", "amorphous"])
+    s.add_argument("--split", choices=["train", "val", "test"], help="only structures of this split")
     s.add_argument("--phonons", action="store_true", help="frozen phonons for some patterns")
-    common(s)
+    s.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="abTEM on the CPU or a GPU (CuPy)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_simulate)
 
     t = sub.add_parser("train", help="train one network on a library (resumable)")
@@ -114,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=int)
     common(t)
     t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="held-out evaluation: ours vs py4DSTEM's classical methods")
+    e.add_argument("library", help="a library of test-split structures (prenet simulate --split test)")
+    e.add_argument("-o", "--output", help="also write the tables to this text file")
+    e.add_argument("--quick", action="store_true", help="fewer samples (a smoke test)")
+    common(e)
+    e.set_defaults(func=_cmd_evaluate)
 
     w = sub.add_parser("weights", help="ship trained weights: copy into the package and the manifest")
     w.add_argument("file", help=".safetensors file written by `prenet train`")

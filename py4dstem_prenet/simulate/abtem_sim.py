@@ -33,9 +33,9 @@ ZONE_AXES = ((0, 0, 1), (0, 1, 1), (1, 1, 1), (0, 1, 2), (1, 1, 2), (0, 1, 3), (
              (1, 1, 3), (1, 1, 4), (0, 2, 3), (1, 3, 4))
 PHONON_SIGMA_A = 0.08  # frozen-phonon rms displacement (Angstrom)
 SLICE_THICKNESS_A = 2.0  # nominal multislice slice thickness (Angstrom)
-MAX_SAMPLING_A = 0.15  # coarsest real-space sampling of the wave (Angstrom)
-MAX_EXTENT_A = 100.0  # upper bound on the lateral cell L (Angstrom), bounds mrad_per_px from below
-MAX_ATOMS = 150_000  # thickness is reduced by :func:`fit_to_budget` so a slab holds at most this many
+MAX_SAMPLING_A = 0.12  # coarsest real-space sampling of the wave (Angstrom)
+MAX_EXTENT_A = 80.0  # upper bound on the lateral cell L (Angstrom), bounds mrad_per_px from below
+MAX_ATOMS = 100_000  # thickness is reduced by :func:`fit_to_budget` so a slab holds at most this many
 EDGE_MRAD = (20.0, 80.0)  # scattering angle reached at the pattern edge (Q / 2 px), log-uniform
 SEMIANGLE_MRAD = (0.3, 30.0)  # probe convergence semi-angle, log-uniform
 DISK_RADIUS_PX = (1.0, 0.2)  # BF disk radius bounds: at least 1 px, at most 0.2 Q px
@@ -311,19 +311,18 @@ def _transmission_slices(slab: ase.Atoms, n: int, n_slices: int, energy_ev: floa
 
 
 def simulate_pattern(atoms: ase.Atoms, optics: OpticsParams, seed: int = 0, device: str = "cpu") -> np.ndarray:
-    """Clean ``(Q, Q)`` float32 diffraction pattern, fraction of incident electrons per pixel, optical axis
-    exactly at pixel ``(Q / 2, Q / 2)``.
+    """Clean ``(Q, Q)`` float32 diffraction pattern (fraction of incident electrons per pixel) with the optical
+    axis exactly at pixel ``(Q / 2, Q / 2)``.
 
-    ``atoms`` is a periodic structure (any cell); it is oriented and cut by :func:`orient_slab` with the lattice
-    offset drawn from ``seed``, as are the frozen-phonon displacements (Gaussian, sigma 0.08 Angstrom in x, y,
-    z; intensities averaged over ``optics.phonon_configs`` configurations). A single abTEM probe sits at the
-    box centre; abTEM's Fresnel propagator and antialiasing aperture drive the multislice (slices ~2 Angstrom).
-    ``device`` is "cpu" or "gpu" (CuPy; raises if unavailable).
+    ``atoms``: periodic structure (any cell), oriented and cut by :func:`orient_slab`; ``seed`` draws its
+    lattice offset and the frozen-phonon displacements (Gaussian, 0.08 Angstrom rms in x, y, z; intensities
+    averaged over ``optics.phonon_configs`` configurations). One abTEM probe (soft aperture, no aberrations)
+    at the box centre is propagated through ~2 Angstrom slices with abTEM's Fresnel propagator and
+    antialiasing aperture. ``device``: "cpu" or "gpu" (CuPy; raises if unavailable). Deterministic: FFTs are
+    scipy's / CuPy's (abTEM's default FFTW planner may pick different algorithms from run to run).
     """
     import abtem
-    from abtem.antialias import AntialiasAperture
-    from abtem.multislice import FresnelPropagator, conventional_multislice_step
-    from abtem.potentials.iam import TransmissionFunction
+    from abtem.antialias import antialias_aperture
 
     q = int(optics.detector)
     if q % 2 or q < 16:
@@ -331,30 +330,34 @@ def simulate_pattern(atoms: ase.Atoms, optics: OpticsParams, seed: int = 0, devi
     xp, fft = _backend(device)
     rng = np.random.default_rng(seed)
     slab = orient_slab(atoms, optics, rng)
-    L, n = cell_extent_A(optics), grid_points(q, cell_extent_A(optics))
+    L = cell_extent_A(optics)
+    n = grid_points(q, L)
     n_slices = max(1, round(optics.thickness_A / SLICE_THICKNESS_A))
     dz, energy = optics.thickness_A / n_slices, optics.energy_kv * 1e3
+    with abtem.config.set({"dask.lazy": False, "fft": "numpy", "diagnostics.progress_bar": False}):
+        probe = abtem.Probe(energy=energy, semiangle_cutoff=optics.semiangle_mrad, gpts=n, extent=L)
+        incident = xp.asarray(probe.build(scan=(L / 2, L / 2), lazy=False).array.astype(np.complex64))
+    k = np.fft.fftfreq(n, L / n)
+    k2 = k[:, None] ** 2 + k[None, :] ** 2
+    aperture = antialias_aperture((n, n), (1 / L, 1 / L), np)
+    propagator = xp.asarray((np.exp(-1j * np.pi * wavelength_A(optics.energy_kv) * dz * k2) * aperture)
+                            .astype(np.complex64))
+    norm = float((abs(fft.fft2(incident)) ** 2).sum())  # 1 for abTEM's probe
     total, configs = None, max(1, optics.phonon_configs)
-    with abtem.config.set({"dask.lazy": False, "device": device, "diagnostics.progress_bar": False}):
-        probe = abtem.Probe(energy=energy, semiangle_cutoff=optics.semiangle_mrad, gpts=n, extent=L,
-                            device=device)
-        incident = probe.build(scan=(L / 2, L / 2), lazy=False)
-        norm = float(_to_numpy(abs(fft.fft2(incident.array)) ** 2).sum())  # 1 for abTEM's probe
-        for _ in range(configs):
-            specimen = slab
-            if optics.phonon_configs > 0:
-                specimen = slab.copy()
-                specimen.positions += rng.normal(0.0, PHONON_SIGMA_A, (len(slab), 3))
-                specimen.positions[:, :2] %= L
-                specimen.positions[:, 2] = np.clip(specimen.positions[:, 2], 0.0, optics.thickness_A - 1e-6)
-            waves, propagator, aperture = incident.copy(), FresnelPropagator(), AntialiasAperture()
-            for t in _transmission_slices(specimen, n, n_slices, energy, xp, fft):
-                tf = TransmissionFunction(t[None], slice_thickness=dz, extent=L, energy=energy)
-                waves = conventional_multislice_step(waves, tf, propagator, aperture)
-            dp = _to_numpy(waves.diffraction_patterns(max_angle="full", fftshift=True).array)
-            total = dp if total is None else total + dp
-    assert total.shape == (n, n), total.shape
-    c = n // 2 - q // 2  # fftshift puts zero frequency at n // 2
+    for _ in range(configs):
+        specimen = slab
+        if optics.phonon_configs > 0:
+            specimen = slab.copy()
+            specimen.positions += rng.normal(0.0, PHONON_SIGMA_A, (len(slab), 3))
+            specimen.positions[:, :2] %= L
+            specimen.positions[:, 2] = np.clip(specimen.positions[:, 2], 0.0, optics.thickness_A * (1 - 1e-9))
+        psi = incident
+        for t in _transmission_slices(specimen, n, n_slices, energy, xp, fft):
+            psi = fft.ifft2(fft.fft2(psi * t) * propagator)
+        intensity = abs(fft.fft2(psi)) ** 2
+        total = intensity if total is None else total + intensity
+    total = _to_numpy(fft.fftshift(total))  # zero frequency -> pixel (n // 2, n // 2), as abTEM's fftshift
+    c = n // 2 - q // 2
     return (total[c:c + q, c:c + q] / (norm * configs)).astype(np.float32)
 
 

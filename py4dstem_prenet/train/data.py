@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -19,14 +20,31 @@ from ..normalization import to_network
 from ..simulate.augment import AugmentRanges, distort, draw_geometry
 from ..simulate.library import PatternLibrary
 from ..simulate.noise import DetectorEffects, add_noise, log_uniform
+from ..simulate.structures import list_structures
 
 SPLITS = ("train", "val", "test")
 
 
+def _hash(name: str) -> int:
+    return int(hashlib.sha1(name.encode()).hexdigest(), 16)
+
+
+@lru_cache(maxsize=1)
+def _builtin_ranks() -> dict[str, int]:
+    """Rank of each built-in structure within its category, in a fixed pseudo-random (hash) order."""
+    ranks = {}
+    for category in ("crystal", "amorphous"):
+        names = sorted((s.name for s in list_structures(category)), key=_hash)
+        ranks.update({n: i for i, n in enumerate(names)})
+    return ranks
+
+
 def split_of(structure: str) -> str:
-    """Stable split of a structure name: about 10% "test", 10% "val", the rest "train"."""
-    h = int(hashlib.sha1(structure.encode()).hexdigest(), 16) % 10
-    return "test" if h == 0 else "val" if h == 1 else "train"
+    """Stable split of a structure name: every 10th structure of each category (crystal, amorphous) is
+    "test", the next "val", the rest "train"; so both categories are held out. Names that are not
+    built in (user CIFs) are split by their hash alone."""
+    rank = _builtin_ranks().get(structure, _hash(structure))
+    return "test" if rank % 10 == 0 else "val" if rank % 10 == 1 else "train"
 
 
 def heatmap_target(shape: tuple[int, int], qx0: np.ndarray, qy0: np.ndarray, sigma: float) -> torch.Tensor:
@@ -93,29 +111,34 @@ class TrainingData:
         x, _ = to_network(noisy)
         return Batch(x, heatmap_target(self.shape, params["qx0"], params["qy0"], sigma), {**params, "dose": dose})
 
-    def ellipse_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int, per_mean: tuple[int, int],
-                      size: int, ratio_scale: float) -> Batch:
-        """Means of K centred patterns (one or two structures, random grain rotations, a common camera
-        length and ellipse, residual centring jitter 0.05 px) with noise; target
-        ``(cos 2 theta, sin 2 theta, (a/b - 1) * ratio_scale)``."""
-        from ..ellipse import ellipse_input
-
-        xs, labels = [], draw_geometry(rng, n, self.shape, self.ranges)
+    def ellipse_means(self, rng: np.random.Generator, gen: torch.Generator, n: int,
+                      per_mean: tuple[int, int]) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        """``n`` noisy mean patterns ``(n, Qx, Qy)`` (counts per pattern), each the mean of K centred
+        patterns (one or two structures, random grain rotations, a common camera length and ellipse,
+        residual centring jitter 0.05 px), and their labels (ratio, theta, ...)."""
+        means, labels = [], draw_geometry(rng, n, self.shape, self.ranges)
         cx, cy = geometry.detector_center(self.shape)
+        labels["dose"] = log_uniform(rng, *self.ranges.dose, n)
         for i in range(n):
             k = int(rng.integers(per_mean[0], per_mean[1] + 1))
             names = rng.choice(np.unique(self.structures), size=int(rng.integers(1, 3)))
-            pool = np.flatnonzero(np.isin(self.structures, names))
-            pick = rng.choice(pool, size=k)
+            pick = rng.choice(np.flatnonzero(np.isin(self.structures, names)), size=k)
             geo = {"qx0": cx + rng.normal(0, 0.05, k), "qy0": cy + rng.normal(0, 0.05, k),
                    "ratio": labels["ratio"][i], "theta": labels["theta"][i],
                    "rotation": rng.uniform(0, 2 * math.pi, k), "scale": labels["scale"][i]}
             f = geometry.distortion_matrix(self.shape, **geo)
             total = geometry.warp(self.patterns[pick], geometry.invert(f), mode="bilinear",
                                   preserve_counts=True).clamp_min(0).sum(0, keepdim=True)
-            dose = log_uniform(rng, *self.ranges.dose, 1)[0]
-            mean = add_noise(total, dose, gen, draw_effects(rng))[0] / k
-            xs.append(ellipse_input(mean, size)[0])
+            means.append(add_noise(total, labels["dose"][i], gen, draw_effects(rng))[0] / k)
+        return torch.stack(means), labels
+
+    def ellipse_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int, per_mean: tuple[int, int],
+                      size: int, ratio_scale: float) -> Batch:
+        """Network inputs from :meth:`ellipse_means`; target ``(cos 2 theta, sin 2 theta, (a/b - 1) * ratio_scale)``."""
+        from ..ellipse import ellipse_input
+
+        means, labels = self.ellipse_means(rng, gen, n, per_mean)
+        x = torch.cat([ellipse_input(m, size) for m in means])
         enc = geometry.encode_angle(labels["theta"])
         target = np.column_stack([enc, (labels["ratio"] - 1.0) * ratio_scale])
-        return Batch(torch.stack(xs), torch.as_tensor(target, dtype=torch.float32), labels)
+        return Batch(x, torch.as_tensor(target, dtype=torch.float32), labels)

@@ -1,0 +1,1 @@
+"""Evaluation on held-out simulations: our networks beside py4DSTEM's classical methods."""
