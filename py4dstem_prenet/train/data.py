@@ -97,12 +97,23 @@ class TrainingData:
         noisy = add_noise(clean, dose, gen, draw_effects(rng))
         return clean, dose, noisy, params
 
-    def denoise_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int) -> Batch:
-        """Noisy input; target: the expected counts in the same normalised square-root space."""
+    def denoise_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int, crop: int | None = None) -> Batch:
+        """Noisy input; target: the expected counts in the same normalised square-root space. With
+        ``crop``, a random ``crop x crop`` window of each (normalised as a whole) pattern, half of them
+        around the direct beam: the network is fully convolutional, so it trains on windows."""
         clean, dose, noisy, params = self._noisy(rng, gen, n)
         x, scale = to_network(noisy)
         expected = clean * torch.as_tensor(dose, dtype=torch.float32).view(-1, 1, 1)
         target = (expected.sqrt() / scale.view(-1, 1, 1)).clamp(0, 1).unsqueeze(1)
+        if crop and crop < min(self.shape):
+            near = rng.random(n) < 0.5
+            ox = np.where(near, params["qx0"] - crop / 2 + rng.uniform(-crop / 4, crop / 4, n),
+                          rng.uniform(0, self.shape[0] - crop, n)).round().astype(int).clip(0, self.shape[0] - crop)
+            oy = np.where(near, params["qy0"] - crop / 2 + rng.uniform(-crop / 4, crop / 4, n),
+                          rng.uniform(0, self.shape[1] - crop, n)).round().astype(int).clip(0, self.shape[1] - crop)
+            x = torch.stack([x[i, :, a:a + crop, b:b + crop] for i, (a, b) in enumerate(zip(ox, oy, strict=True))])
+            target = torch.stack([target[i, :, a:a + crop, b:b + crop]
+                                  for i, (a, b) in enumerate(zip(ox, oy, strict=True))])
         return Batch(x, target, {**params, "dose": dose})
 
     def center_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int, sigma: float) -> Batch:

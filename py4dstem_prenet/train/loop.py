@@ -35,7 +35,7 @@ def make_batch(task: str, data: TrainingData, seed: int, step: int, n: int) -> B
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     inp = INPUTS[task]
     if task == "denoise":
-        return data.denoise_batch(rng, gen, n)
+        return data.denoise_batch(rng, gen, n, inp.get("train_crop"))
     if task == "center":
         return data.center_batch(rng, gen, n, inp["heatmap_sigma"])
     return data.ellipse_batch(rng, gen, n, tuple(inp["patterns_per_mean"]), inp["input_size"], inp["ratio_scale"])
@@ -47,14 +47,14 @@ def loss_and_metrics(task: str, net: nn.Module, batch: Batch, device: torch.devi
     y = net(x)
     if task == "denoise":
         mse = torch.mean((y - target) ** 2, dim=(1, 2, 3))
-        return mse.mean(), {"psnr_db": float((-10 * torch.log10(mse.clamp_min(1e-12))).mean())}
+        return mse.mean(), {"psnr_db": (-10 * torch.log10(mse.detach().clamp_min(1e-12))).mean().item()}
     if task == "center":
         inp = INPUTS["center"]
         qx, qy, _ = geometry.weighted_com(y[:, 0], inp["com_window"], inp["com_floor"])
         err = torch.hypot(qx - torch.as_tensor(batch.labels["qx0"], dtype=qx.dtype, device=device),
                           qy - torch.as_tensor(batch.labels["qy0"], dtype=qy.dtype, device=device))
         loss = 100 * torch.mean((y - target) ** 2) + 0.1 * err.mean()
-        return loss, {"mae_r_px": float(err.mean())}
+        return loss, {"mae_r_px": err.detach().mean().item()}
     weight = torch.clamp((target[:, 2] / INPUTS["ellipse"]["ratio_scale"]) / 0.02, max=1.0)
     loss = torch.mean((y[:, 2] - target[:, 2]) ** 2) + torch.mean(weight * ((y[:, :2] - target[:, :2]) ** 2).sum(1))
     ratio, theta, _ = decode_output(y, INPUTS["ellipse"]["ratio_scale"])

@@ -23,18 +23,20 @@ ARCHITECTURES: dict[str, dict[str, dict[str, Any]]] = {
 
 #: What inference needs besides the weights (see normalization, center and ellipse modules).
 INPUTS: dict[str, dict[str, Any]] = {
-    "denoise": {"normalization": "sqrt(counts) / max per pattern", "output": "same space, -> counts"},
+    "denoise": {"normalization": "sqrt(counts) / max per pattern", "output": "same space, -> counts",
+                "train_crop": 64},
     "center": {"normalization": "sqrt(counts) / max per pattern", "heatmap_sigma": 1.5, "com_window": 6,
                "com_floor": 0.0},
     "ellipse": {"normalization": "sqrt(counts) / max of the mean centred pattern", "input_size": 128,
-                "ratio_scale": 10.0, "patterns_per_mean": [8, 64]},
+                "ratio_scale": 10.0, "patterns_per_mean": [4, 24]},
 }
 
 #: Optimisation settings: batch, steps, learning rate (Adam, cosine decay), validation and early stopping.
 TRAINING: dict[str, dict[str, dict[str, Any]]] = {
-    task: {
-        "compact": {"batch": 16, "steps": 4000, "lr": 2e-3, "val_every": 200, "val_batches": 8, "patience": 6},
-        "paper": {"batch": 64, "steps": 60000, "lr": 1e-3, "val_every": 1000, "val_batches": 32, "patience": 10},
-    }
-    for task in ("denoise", "center", "ellipse")
+    "denoise": {"compact": {"batch": 16, "steps": 2000, "lr": 2e-3, "val_every": 100, "val_batches": 8, "patience": 8},
+                "paper": {"batch": 64, "steps": 60000, "lr": 1e-3, "val_every": 1000, "val_batches": 32, "patience": 10}},
+    "center": {"compact": {"batch": 16, "steps": 1500, "lr": 2e-3, "val_every": 100, "val_batches": 8, "patience": 8},
+               "paper": {"batch": 64, "steps": 60000, "lr": 1e-3, "val_every": 1000, "val_batches": 32, "patience": 10}},
+    "ellipse": {"compact": {"batch": 16, "steps": 800, "lr": 2e-3, "val_every": 100, "val_batches": 8, "patience": 8},
+                "paper": {"batch": 64, "steps": 30000, "lr": 1e-3, "val_every": 1000, "val_batches": 32, "patience": 10}},
 }

@@ -1,0 +1,63 @@
+"""The noise model and the augmentation (one resampling, exact labels)."""
+
+import numpy as np
+import pytest
+import torch
+
+from py4dstem_prenet import geometry
+from py4dstem_prenet.simulate.augment import AugmentRanges, distort, draw_geometry
+from py4dstem_prenet.simulate.noise import DetectorEffects, add_noise
+
+
+def test_poisson_mean_and_variance():
+    clean = torch.full((200, 32, 32), 1.0 / 1024)  # uniform pattern
+    gen = torch.Generator().manual_seed(0)
+    for dose in (1e2, 1e4):
+        counts = add_noise(clean, dose, gen)
+        lam = dose / 1024
+        assert counts.mean().item() == pytest.approx(lam, rel=0.01)
+        assert counts.var().item() == pytest.approx(lam, rel=0.03)
+        assert torch.all(counts == counts.round())
+
+
+def test_read_noise_background_and_pixels():
+    clean = torch.zeros(50, 32, 32)
+    gen = torch.Generator().manual_seed(1)
+    counts = add_noise(clean, 1e3, gen, DetectorEffects(read_noise=2.0, background=5.0))
+    assert counts.mean().item() == pytest.approx(5.0, abs=0.05)
+    assert counts.std().item() == pytest.approx(2.0, rel=0.03)
+    hot = add_noise(clean + 1e-3, 1e3, gen, DetectorEffects(hot_fraction=0.01, dead_fraction=0.01, hot_level=999))
+    assert (hot == 999).float().mean().item() == pytest.approx(0.01, abs=0.003)
+
+
+def test_noise_is_deterministic_from_generator():
+    clean = torch.rand(3, 16, 16) / 256
+    a = add_noise(clean, [1e2, 1e3, 1e4], torch.Generator().manual_seed(5), DetectorEffects(read_noise=1))
+    b = add_noise(clean, [1e2, 1e3, 1e4], torch.Generator().manual_seed(5), DetectorEffects(read_noise=1))
+    c = add_noise(clean, [1e2, 1e3, 1e4], torch.Generator().manual_seed(6), DetectorEffects(read_noise=1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_augmentation_labels_are_exact():
+    """A centred symmetric disk, distorted, has its centre of mass exactly at the label (qx0, qy0)."""
+    q = 96
+    g = torch.arange(q, dtype=torch.float64)
+    r = torch.hypot(g[:, None] - q / 2, g[None] - q / 2)
+    disk = torch.sigmoid((6 - r) / 0.8)[None].repeat(5, 1, 1)
+    params = draw_geometry(np.random.default_rng(0), 5, (q, q), AugmentRanges())
+    out = distort(disk, params)
+    m = out.sum((1, 2))
+    cx = (out.sum(2) * g).sum(1) / m
+    cy = (out.sum(1) * g).sum(1) / m
+    np.testing.assert_allclose(cx.numpy(), params["qx0"], atol=2e-3)
+    np.testing.assert_allclose(cy.numpy(), params["qy0"], atol=2e-3)
+    # counts are conserved by the one resampling (area changes are compensated)
+    np.testing.assert_allclose(m.numpy(), disk.sum((1, 2)).numpy(), rtol=2e-3)
+
+
+def test_augmentation_ranges():
+    p = draw_geometry(np.random.default_rng(1), 1000, (128, 128), AugmentRanges())
+    assert np.all(np.abs(p["qx0"] - 64) <= 12.8) and np.all(np.abs(p["qy0"] - 64) <= 12.8)
+    assert p["ratio"].min() >= 1.0 and p["ratio"].max() <= 1.12
+    assert np.all(np.abs(p["theta"]) <= np.pi / 2)
+    assert geometry.distortion_matrix((128, 128), p["qx0"], p["qy0"], p["ratio"], p["theta"]).shape == (1000, 3, 3)
