@@ -32,11 +32,11 @@ INPUTS: dict[str, dict[str, Any]] = {
 }
 
 #: Optimisation settings: batch, steps, learning rate (Adam, cosine decay), validation and early stopping.
+_PAPER = {"batch": 64, "lr": 1e-3, "val_every": 1000, "val_batches": 32, "patience": 10}
+_COMPACT = {"batch": 16, "lr": 2e-3, "val_every": 100, "val_batches": 8, "patience": 8}
+
 TRAINING: dict[str, dict[str, dict[str, Any]]] = {
-    "denoise": {"compact": {"batch": 16, "steps": 2000, "lr": 2e-3, "val_every": 100, "val_batches": 8, "patience": 8},
-                "paper": {"batch": 64, "steps": 60000, "lr": 1e-3, "val_every": 1000, "val_batches": 32, "patience": 10}},
-    "center": {"compact": {"batch": 16, "steps": 1500, "lr": 2e-3, "val_every": 100, "val_batches": 8, "patience": 8},
-               "paper": {"batch": 64, "steps": 60000, "lr": 1e-3, "val_every": 1000, "val_batches": 32, "patience": 10}},
-    "ellipse": {"compact": {"batch": 16, "steps": 800, "lr": 2e-3, "val_every": 100, "val_batches": 8, "patience": 8},
-                "paper": {"batch": 64, "steps": 30000, "lr": 1e-3, "val_every": 1000, "val_batches": 32, "patience": 10}},
+    "denoise": {"compact": {**_COMPACT, "steps": 2000}, "paper": {**_PAPER, "steps": 60000}},
+    "center": {"compact": {**_COMPACT, "steps": 1500}, "paper": {**_PAPER, "steps": 60000}},
+    "ellipse": {"compact": {**_COMPACT, "steps": 800}, "paper": {**_PAPER, "steps": 30000}},
 }
