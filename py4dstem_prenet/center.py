@@ -1,10 +1,11 @@
 """Beam centre: the U-Net heatmap network + weighted centre of mass, and the alignment warp.
 
-The centre network maps a normalised pattern (see :mod:`normalization`) to a heatmap of the optical
-axis position: during training the target is a Gaussian of standard deviation ``heatmap_sigma`` pixels
-at the true ``(qx0, qy0)``. The sub-pixel centre is the weighted centre of mass of the heatmap around its
-maximum (:func:`geometry.weighted_com`); the maximum itself is reported as a per-pattern confidence in
-[0, 1] (close to 1: one sharp, unambiguous peak).
+The centre network maps a normalised pattern (see :mod:`normalization`) to logits whose softmax over
+the detector is a probability map of the optical-axis position; during training it is pulled towards a
+Gaussian of standard deviation ``heatmap_sigma`` pixels at the true ``(qx0, qy0)`` (cross-entropy) and
+its weighted centre of mass towards the true position. The sub-pixel centre is the weighted centre of
+mass of the map around its maximum (:func:`geometry.weighted_com`); the probability inside that window
+is the per-pattern confidence in [0, 1] (close to 1: one unambiguous peak).
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ def center_block(loaded: LoadedModel, counts: torch.Tensor) -> tuple[np.ndarray,
     """``(qx0, qy0, confidence)`` for counts ``(n, Qx, Qy)`` on the network's device."""
     x, _ = to_network(counts)
     arch, inp = loaded.entry.architecture, loaded.entry.input
-    heat = apply_network(loaded.module, x, 2 ** arch.get("depth", 4))[:, 0]
-    qx, qy, peak = geometry.weighted_com(heat.double(), int(inp.get("com_window", 6)), float(inp.get("com_floor", 0.0)))
-    return qx.cpu().numpy(), qy.cpu().numpy(), peak.clamp(0, 1).cpu().numpy()
+    logits = apply_network(loaded.module, x, 2 ** arch.get("depth", 4))[:, 0]
+    qx, qy, mass = geometry.weighted_com(heatmap(logits).double(), int(inp["com_window"]), float(inp["com_floor"]))
+    return qx.cpu().numpy(), qy.cpu().numpy(), mass.clamp(0, 1).cpu().numpy()
+
+
+def heatmap(logits: torch.Tensor) -> torch.Tensor:
+    """Probability map ``(N, Qx, Qy)``: the softmax of the centre network's logits over each pattern."""
+    n = logits.shape[0]
+    return torch.softmax(logits.reshape(n, -1).float(), dim=1).reshape(logits.shape)
 
 
 def measure_origins(

@@ -232,7 +232,8 @@ def weighted_com(
     Returns
     -------
     qx, qy : ``(N,)`` positions in pixels (py4DSTEM axes), same dtype and device as ``heatmaps``.
-    peak : ``(N,)`` the maximum of each map (a confidence for heatmaps trained to peak at 1).
+    mass : ``(N,)`` the sum of each map inside the window (for a probability map: the probability that
+        the peak is the one found, a confidence in [0, 1]).
     """
     h = torch.as_tensor(heatmaps)
     if h.ndim != 3:
@@ -249,7 +250,7 @@ def weighted_com(
     total = wts.sum(dim=(1, 2)).clamp_min(torch.finfo(h.dtype).tiny)
     qx = (wts.sum(dim=2) * rows.to(h.dtype)).sum(dim=1) / total
     qy = (wts.sum(dim=1) * cols.to(h.dtype)).sum(dim=1) / total
-    return qx, qy, peak
+    return qx, qy, (patch * valid).sum(dim=(1, 2))
 
 
 def normalize_ellipse(ratio: ArrayLike, theta: ArrayLike) -> tuple[np.ndarray, np.ndarray]:

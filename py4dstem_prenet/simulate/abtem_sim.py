@@ -1,25 +1,31 @@
-"""Clean 4D-STEM diffraction patterns from abTEM multislice simulations (one probe position each).
+"""Clean 4D-STEM diffraction patterns from abTEM-based multislice simulations (one probe position each).
 
 Geometry (exact, no resampling anywhere)
 ----------------------------------------
-* The lateral simulation cell is ``L x L`` with ``L = wavelength / (mrad_per_px * 1e-3)`` (Angstrom), so
-  the reciprocal-space pixel of the simulation, ``1 / L`` (1/Angstrom) = ``mrad_per_px`` (mrad), *is* the
-  detector pixel.
-* The wave is sampled on ``N x N`` points, ``N`` = :func:`grid_points` (``>= 3 Q / sqrt 2``), so abTEM's
-  antialiasing aperture (radius ``N / 3`` px) encloses the whole ``Q x Q`` detector, corners included.
-* The ``fftshift``-ed ``N x N`` intensity has its zero frequency at pixel ``(N / 2, N / 2)``; the ``Q x Q``
-  crop ``[N/2 - Q/2, N/2 + Q/2)`` puts it at ``(Q / 2, Q / 2)``, the package's detector centre
-  (:func:`py4dstem_prenet.geometry.detector_center`). The probe is never tilted (the specimen is), so the
-  optical axis is exactly there.
-* abTEM arrays are indexed ``[x, y]`` (first axis = atoms' x); that is used directly as ``[qx, qy]``.
+* The lateral cell is ``L x L`` with ``L = wavelength / (mrad_per_px * 1e-3)`` (Angstrom): the reciprocal
+  pixel of the simulation, ``1 / L`` (1/Angstrom), *is* the detector pixel (``mrad_per_px`` mrad).
+* The wave has ``N x N`` points, ``N`` = :func:`grid_points`: ``N >= 3 Q / sqrt 2`` so abTEM's antialiasing
+  aperture (radius ``N / 3`` px) encloses the whole ``Q x Q`` detector, corners included, and
+  ``L / N <= MAX_SAMPLING_A``.
+* The ``fftshift``-ed ``N x N`` intensity has its zero frequency at pixel ``(N / 2, N / 2)`` (NumPy and abTEM
+  alike, N even); the crop ``[N/2 - Q/2, N/2 + Q/2)`` puts it at ``(Q / 2, Q / 2)``, the package's detector
+  centre (:func:`py4dstem_prenet.geometry.detector_center`). The probe is never tilted (the specimen is),
+  so the optical axis is exactly there.
+* abTEM arrays are indexed ``[x, y]`` (first axis = atoms' x, probe position ``(x, y)``), used directly as
+  ``[qx, qy]``.
 * Intensities are fractions of the incident electrons per pixel (abTEM's probe sums to 1 in reciprocal
   space; we divide by the measured incident sum anyway). Electrons scattered beyond the antialiasing
-  aperture are lost, as they would be off a real detector, so a pattern sums to slightly less than 1.
+  aperture are lost, as they would miss a real detector, so a pattern sums to somewhat less than 1.
+
+Physics: abTEM's probe (soft aperture, no aberrations), lobato scattering factors, interaction constant,
+Fresnel propagator and antialiasing aperture; the projected potential of each ~2 Angstrom slice is
+evaluated exactly from structure factors (see :func:`_transmission_slices` for why not abTEM's gridding).
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
 import ase
@@ -132,8 +138,10 @@ def orientation_matrix(cell: np.ndarray, optics: OpticsParams) -> np.ndarray:
     return _rot(2, math.radians(optics.inplane_deg)) @ _rot(1, ty) @ _rot(0, tx) @ r
 
 
-def orient_slab(atoms: ase.Atoms, optics: OpticsParams, rng: np.random.Generator | None = None) -> ase.Atoms:
-    """Cut the oriented specimen box ``[0, L) x [0, L) x [0, thickness)`` (Angstrom) from a periodic structure.
+def orient_slab(atoms: ase.Atoms, optics: OpticsParams, rng: np.random.Generator | None = None
+                ) -> ase.Atoms:
+    """Cut the oriented specimen box ``[0, L) x [0, L) x [0, thickness)`` (Angstrom) from a periodic
+    structure.
 
     The structure is rotated by :func:`orientation_matrix` and tiled over the box; with ``rng`` the crystal
     is first shifted by a random fraction of its cell, so the probe (box centre) hits a random point of the
@@ -191,7 +199,7 @@ def _draw_zone_axis(rng: np.random.Generator) -> tuple[int, int, int]:
 
 
 def draw_optics(rng: np.random.Generator, detector: int, category: str) -> OpticsParams:
-    """Draw random optics for a ``detector x detector`` pattern of a ``category`` ("crystal"/"amorphous") model.
+    """Random optics for a ``detector x detector`` pattern of a ``category`` ("crystal"/"amorphous") model.
 
     Energy from :data:`ENERGIES_KV`; pattern edge angle log-uniform in :data:`EDGE_MRAD` (so ``mrad_per_px
     = edge / (Q / 2)``) with ``L <= MAX_EXTENT_A``; semi-angle log-uniform in :data:`SEMIANGLE_MRAD` with
@@ -223,7 +231,6 @@ def draw_optics(rng: np.random.Generator, detector: int, category: str) -> Optic
                         detector=int(detector))
 
 
-
 def _backend(device: str):
     """Array module and FFT module for ``device`` ("cpu": NumPy + scipy.fft, "gpu": CuPy)."""
     if device == "cpu":
@@ -243,7 +250,7 @@ def _backend(device: str):
 
 
 def _phase_table(x: np.ndarray, m0: int, count: int, extent: float, xp) -> np.ndarray:
-    """``exp(-2 pi i x m / extent)`` for ``m = m0 .. m0 + count - 1`` as an ``(len(x), count)`` complex64 table.
+    """``exp(-2 pi i x m / extent)``, ``m = m0 .. m0 + count - 1``, as a ``(len(x), count)`` complex64 table.
 
     Built as the product of two short float64 tables (``m = 16 a + b``), which is exact to float32 and far
     cheaper than ``len(x) * count`` complex exponentials.
@@ -254,6 +261,27 @@ def _phase_table(x: np.ndarray, m0: int, count: int, extent: float, xp) -> np.nd
     fine = np.exp((-2j * np.pi / extent) * x * np.arange(16))
     table = (coarse[:, :, None] * fine[:, None, :]).reshape(len(x), -1)[:, :count]
     return xp.asarray(table.astype(np.complex64))
+
+
+def _torch_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` through PyTorch, run inside :func:`_one_torch_thread` (see there)."""
+    import torch
+
+    return torch.from_numpy(a).matmul(torch.from_numpy(b)).numpy()
+
+
+@contextmanager
+def _one_torch_thread():
+    """Run PyTorch on one thread: bit-identical structure factors whatever the process's thread settings
+    (NumPy's OpenBLAS gives different last bits on 1 or 2 threads and cannot be changed once loaded)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _transmission_slices(slab: ase.Atoms, n: int, n_slices: int, energy_ev: float, xp, fft):
@@ -292,6 +320,7 @@ def _transmission_slices(slab: ase.Atoms, n: int, n_slices: int, energy_ev: floa
     pos, num, sl = slab.positions[order], slab.numbers[order], slice_of[order]
     bounds = np.searchsorted(sl, np.arange(n_slices + 1))
     ones = xp.ones((n, n), dtype=np.complex64)
+    matmul = _torch_matmul if xp is np else xp.matmul
     for i in range(n_slices):
         a, b = bounds[i], bounds[i + 1]
         if a == b:
@@ -300,7 +329,8 @@ def _transmission_slices(slab: ase.Atoms, n: int, n_slices: int, energy_ev: floa
         vk = xp.zeros((2 * K + 1, K + 1), dtype=np.complex64)
         for z in np.unique(num[a:b]):
             p = pos[a:b][num[a:b] == z]
-            vk += scatt[z] * (_phase_table(p[:, 0], -K, 2 * K + 1, L, xp).T @ _phase_table(p[:, 1], 0, K + 1, L, xp))
+            ex, ey = _phase_table(p[:, 0], -K, 2 * K + 1, L, xp), _phase_table(p[:, 1], 0, K + 1, L, xp)
+            vk += scatt[z] * matmul(ex.T, ey)  # exact structure factor on the band
         half = xp.zeros((nf, nf // 2 + 1), dtype=np.complex64)
         half[idx_f, : K + 1] = vk
         v = fft.irfft2(half, s=(nf, nf)) * np.float32(nf * nf)  # projected potential (abTEM units)
@@ -310,9 +340,10 @@ def _transmission_slices(slab: ase.Atoms, n: int, n_slices: int, energy_ev: floa
         yield fft.ifft2(tn).astype(np.complex64)
 
 
-def simulate_pattern(atoms: ase.Atoms, optics: OpticsParams, seed: int = 0, device: str = "cpu") -> np.ndarray:
-    """Clean ``(Q, Q)`` float32 diffraction pattern (fraction of incident electrons per pixel) with the optical
-    axis exactly at pixel ``(Q / 2, Q / 2)``.
+def simulate_pattern(atoms: ase.Atoms, optics: OpticsParams, seed: int = 0, device: str = "cpu"
+                     ) -> np.ndarray:
+    """Clean ``(Q, Q)`` float32 diffraction pattern (fraction of incident electrons per pixel) with the
+    optical axis exactly at pixel ``(Q / 2, Q / 2)``.
 
     ``atoms``: periodic structure (any cell), oriented and cut by :func:`orient_slab`; ``seed`` draws its
     lattice offset and the frozen-phonon displacements (Gaussian, 0.08 Angstrom rms in x, y, z; intensities
@@ -343,8 +374,17 @@ def simulate_pattern(atoms: ase.Atoms, optics: OpticsParams, seed: int = 0, devi
     propagator = xp.asarray((np.exp(-1j * np.pi * wavelength_A(optics.energy_kv) * dz * k2) * aperture)
                             .astype(np.complex64))
     norm = float((abs(fft.fft2(incident)) ** 2).sum())  # 1 for abTEM's probe
-    total, configs = None, max(1, optics.phonon_configs)
-    for _ in range(configs):
+    with _one_torch_thread() if xp is np else nullcontext():
+        total = _multislice(slab, optics, incident, propagator, n, n_slices, rng, xp, fft)
+    total = _to_numpy(fft.fftshift(total))  # zero frequency -> pixel (n // 2, n // 2), as abTEM's fftshift
+    c = n // 2 - q // 2
+    return (total[c:c + q, c:c + q] / (norm * max(1, optics.phonon_configs))).astype(np.float32)
+
+
+def _multislice(slab, optics, incident, propagator, n, n_slices, rng, xp, fft):
+    """Summed exit-wave diffraction intensity (unshifted, ``n x n``) over the frozen-phonon configurations."""
+    total, L, energy = None, cell_extent_A(optics), optics.energy_kv * 1e3
+    for _ in range(max(1, optics.phonon_configs)):
         specimen = slab
         if optics.phonon_configs > 0:
             specimen = slab.copy()
@@ -356,9 +396,7 @@ def simulate_pattern(atoms: ase.Atoms, optics: OpticsParams, seed: int = 0, devi
             psi = fft.ifft2(fft.fft2(psi * t) * propagator)
         intensity = abs(fft.fft2(psi)) ** 2
         total = intensity if total is None else total + intensity
-    total = _to_numpy(fft.fftshift(total))  # zero frequency -> pixel (n // 2, n // 2), as abTEM's fftshift
-    c = n // 2 - q // 2
-    return (total[c:c + q, c:c + q] / (norm * configs)).astype(np.float32)
+    return total
 
 
 def _to_numpy(arr) -> np.ndarray:

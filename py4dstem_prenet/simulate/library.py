@@ -41,9 +41,10 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "N
 #: Per-pattern metadata: name -> (dtype, trailing shape).
 META_FIELDS = {
     "structure": ("S64", ()), "category": ("S16", ()), "structure_seed": ("i8", ()), "seed": ("i8", ()),
-    "centre": ("f8", (2,)), "energy_kv": ("f8", ()), "semiangle_mrad": ("f8", ()), "mrad_per_px": ("f8", ()),
-    "thickness_A": ("f8", ()), "zone_axis": ("i4", (3,)), "tilt_mrad": ("f8", (2,)), "inplane_deg": ("f8", ()),
-    "phonon_configs": ("i4", ()), "detector": ("i4", ()),
+    "centre": ("f8", (2,)), "energy_kv": ("f8", ()), "semiangle_mrad": ("f8", ()),
+    "mrad_per_px": ("f8", ()), "thickness_A": ("f8", ()), "zone_axis": ("i4", (3,)),
+    "tilt_mrad": ("f8", (2,)), "inplane_deg": ("f8", ()), "phonon_configs": ("i4", ()),
+    "detector": ("i4", ()),
 }
 
 
@@ -59,11 +60,13 @@ def _build_structure(name: str, variant: int):
         return spec.build(variant)
 
 
-def draw_pattern_params(seed: int, index: int, structures: Sequence[str], detector: int, phonons: bool):
+def draw_pattern_params(seed: int, index: int, structures: Sequence[str], detector: int, phonons: bool,
+                        overrides: dict | None = None):
     """Structure name, category, structure variant, optics and simulation seed of pattern ``index``.
 
     Everything comes from ``np.random.default_rng([seed, index])`` (plus the structure's density when the
-    thickness must be reduced to the atom budget, :func:`abtem_sim.fit_to_budget`).
+    thickness must be reduced to the atom budget, :func:`abtem_sim.fit_to_budget`). ``overrides`` replaces
+    OpticsParams fields after the draw (testing hook; the draws themselves are unchanged).
     """
     rng = np.random.default_rng([seed, index])
     name = structures[int(rng.integers(len(structures)))]
@@ -71,6 +74,7 @@ def draw_pattern_params(seed: int, index: int, structures: Sequence[str], detect
     optics = abtem_sim.draw_optics(rng, detector, category)
     if not phonons:
         optics = dataclasses.replace(optics, phonon_configs=0)
+    optics = dataclasses.replace(optics, **(overrides or {}))
     variant = int(rng.integers(AMORPHOUS_VARIANTS)) if category == "amorphous" else 0
     sim_seed = int(rng.integers(2**62))
     optics = abtem_sim.fit_to_budget(optics, _build_structure(name, variant))
@@ -79,9 +83,11 @@ def draw_pattern_params(seed: int, index: int, structures: Sequence[str], detect
 
 def _simulate_one(task: tuple) -> tuple:
     """Worker: simulate pattern ``index``; returns ``(index, pattern, metadata dict)``."""
-    index, seed, structures, detector, phonons, device = task
-    name, category, variant, optics, sim_seed = draw_pattern_params(seed, index, structures, detector, phonons)
-    pattern = abtem_sim.simulate_pattern(_build_structure(name, variant), optics, seed=sim_seed, device=device)
+    index, seed, structures, detector, phonons, device, overrides = task
+    name, category, variant, optics, sim_seed = draw_pattern_params(
+        seed, index, structures, detector, phonons, overrides)
+    atoms = _build_structure(name, variant)
+    pattern = abtem_sim.simulate_pattern(atoms, optics, seed=sim_seed, device=device)
     meta = dict(dataclasses.asdict(optics), structure=name, category=category, structure_seed=variant,
                 seed=sim_seed, centre=(detector / 2, detector / 2))
     return index, pattern, meta
@@ -130,10 +136,30 @@ def _create(path: Path, attrs: dict, n: int, q: int) -> None:
     os.replace(tmp, path)  # a half-created file is never left under the final name
 
 
+def _open(path: Path, mode: str) -> h5py.File:
+    """Open ``path`` with a clear error when it is locked, corrupt or not HDF5.
+
+    Readers skip HDF5's file lock: a library's HDF5 metadata never changes after creation, so it can be read
+    safely while :func:`generate_library` is still filling it (only the patterns done by then are seen).
+    """
+    try:
+        return h5py.File(path, mode, locking=mode != "r")
+    except BlockingIOError as err:
+        raise RuntimeError(f"{path} is locked: is it being written by another process? ({err})") from err
+    except OSError as err:
+        if "already open" in str(err):
+            raise RuntimeError(f"{path} is already open in this process (close its PatternLibrary first): "
+                               f"{err}") from err
+        raise ValueError(f"{path} is not a readable HDF5 pattern library (corrupt or truncated?): "
+                         f"{err}") from err
+
+
 def _check_attrs(path: Path, f: h5py.File, attrs: dict) -> None:
     if f.attrs.get("format") != FORMAT:
         raise ValueError(f"{path} exists but is not a py4dstem_prenet pattern library")
-    diff = {k: (f.attrs.get(k), v) for k, v in attrs.items() if _attr(f.attrs.get(k)) != _attr(v)}
+    keys = (set(f.attrs) | set(attrs)) - {"format", "version"}
+    diff = {k: (_attr(f.attrs.get(k)), attrs.get(k)) for k in sorted(keys)
+            if _attr(f.attrs.get(k)) != attrs.get(k)}
     if diff:
         lines = ", ".join(f"{k}: file has {a!r}, requested {b!r}" for k, (a, b) in diff.items())
         raise ValueError(f"{path} was generated with different arguments ({lines}); use another path or the "
@@ -146,17 +172,18 @@ def _attr(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def generate_library(path: str | os.PathLike, n_patterns: int, seed: int, detector: int = 128, workers: int = 2,
-                     structures: list[str] | None = None, category: str | None = None, phonons: bool = False,
-                     progress: bool = True, device: str = "cpu", *, _max_new: int | None = None) -> dict:
+def generate_library(path: str | os.PathLike, n_patterns: int, seed: int, detector: int = 128,
+                     workers: int = 2, structures: list[str] | None = None, category: str | None = None,
+                     phonons: bool = False, progress: bool = True, device: str = "cpu", *,
+                     _max_new: int | None = None, _overrides: dict | None = None) -> dict:
     """Simulate ``n_patterns`` clean ``detector x detector`` patterns into the HDF5 file ``path``, resumably.
 
     ``structures``: names to draw from (default: all of ``list_structures(category)``; pass a held-out split
     by name); each pattern draws one uniformly. ``phonons``: allow frozen-phonon patterns (as drawn by
     :func:`abtem_sim.draw_optics`), else all are static. ``workers``: processes (1 = in this process).
     Rerunning with the same path and arguments computes only the missing patterns; different arguments raise
-    ``ValueError``. Returns stats: ``n_patterns``, ``n_done``, ``n_new``, ``seconds``, ``patterns_per_minute``,
-    ``seconds_per_pattern`` (wall clock, all workers together).
+    ``ValueError``. Returns stats: ``n_patterns``, ``n_done``, ``n_new``, ``seconds``,
+    ``patterns_per_minute``, ``seconds_per_pattern`` (wall clock, all workers together, startup included).
     """
     path = Path(path)
     if n_patterns < 1 or detector % 2 or detector < 16:
@@ -165,13 +192,12 @@ def generate_library(path: str | os.PathLike, n_patterns: int, seed: int, detect
     attrs = {"format": FORMAT, "version": VERSION, "n_patterns": int(n_patterns), "seed": int(seed),
              "detector": int(detector), "structures": json.dumps(names), "category": str(category),
              "phonons": bool(phonons)}
+    if _overrides:
+        attrs["overrides"] = json.dumps(_overrides, sort_keys=True)
     if not path.exists():
         _create(path, attrs, n_patterns, detector)
     t0 = time.perf_counter()
-    try:
-        f = h5py.File(path, "r+")
-    except OSError as err:
-        raise ValueError(f"{path} is not a readable HDF5 pattern library (corrupt or truncated?): {err}") from err
+    f = _open(path, "r+")
     with f:
         _check_attrs(path, f, attrs)
         done = f["done"]
@@ -179,7 +205,8 @@ def generate_library(path: str | os.PathLike, n_patterns: int, seed: int, detect
         n_before = n_patterns - len(todo)
         if _max_new is not None:
             todo = todo[:_max_new]
-        tasks = [(int(i), int(seed), tuple(names), int(detector), bool(phonons), device) for i in todo]
+        tasks = [(int(i), int(seed), tuple(names), int(detector), bool(phonons), device, _overrides)
+                 for i in todo]
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -253,11 +280,7 @@ class PatternLibrary:
 
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
-            try:
-                self._file = h5py.File(self.path, "r")
-            except OSError as err:
-                raise ValueError(f"{self.path} is not a readable HDF5 pattern library (corrupt or truncated?): "
-                                 f"{err}") from err
+            self._file = _open(self.path, "r")
             self._pid = os.getpid()
         return self._file
 
@@ -268,18 +291,22 @@ class PatternLibrary:
         return len(self._rows)
 
     def __repr__(self) -> str:
-        return f"PatternLibrary({str(self.path)!r}, {len(self)}/{self.n_patterns} patterns, Q={self.detector})"
+        return f"PatternLibrary({str(self.path)!r}, {len(self)}/{self.n_patterns} done, Q={self.detector})"
 
     def _select(self, indices) -> np.ndarray:
-        return self._rows[np.arange(len(self))[indices] if isinstance(indices, slice) else np.asarray(indices)]
+        if isinstance(indices, slice):
+            return self._rows[np.arange(len(self))[indices]]
+        return self._rows[np.asarray(indices)]
 
     def patterns(self, indices: int | slice | Sequence[int] | np.ndarray) -> np.ndarray:
-        """Patterns ``(n, Q, Q)`` float32 (fraction of incident electrons per pixel) of completed ``indices``."""
+        """Patterns ``(n, Q, Q)`` float32 (fraction of incident electrons per pixel) of completed
+        ``indices``."""
         rows = np.atleast_1d(self._select(indices))
         uniq, inverse = np.unique(rows, return_inverse=True)  # h5py wants increasing indices
         return self._h5()["patterns"][uniq][inverse]
 
-    def metadata(self, indices: int | slice | Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def metadata(self, indices: int | slice | Sequence[int] | np.ndarray | None = None
+                 ) -> dict[str, np.ndarray]:
         """Per-pattern metadata of the completed patterns (all, or ``indices``) as a dict of arrays.
 
         Keys: ``structure``, ``category`` (str), ``structure_seed``, ``seed`` (simulation seed), ``centre``

@@ -49,12 +49,15 @@ def loss_and_metrics(task: str, net: nn.Module, batch: Batch, device: torch.devi
         mse = torch.mean((y - target) ** 2, dim=(1, 2, 3))
         return mse.mean(), {"psnr_db": (-10 * torch.log10(mse.detach().clamp_min(1e-12))).mean().item()}
     if task == "center":
-        inp = INPUTS["center"]
-        qx, qy, _ = geometry.weighted_com(y[:, 0], inp["com_window"], inp["com_floor"])
+        inp, n = INPUTS["center"], y.shape[0]
+        logp = torch.log_softmax(y.reshape(n, -1), dim=1)
+        t = target.reshape(n, -1)
+        cross_entropy = -(t / t.sum(1, keepdim=True) * logp).sum(1).mean()
+        qx, qy, _ = geometry.weighted_com(logp.exp().reshape(y[:, 0].shape), inp["com_window"], inp["com_floor"])
         err = torch.hypot(qx - torch.as_tensor(batch.labels["qx0"], dtype=qx.dtype, device=device),
                           qy - torch.as_tensor(batch.labels["qy0"], dtype=qy.dtype, device=device))
-        loss = 100 * torch.mean((y - target) ** 2) + 0.1 * err.mean()
-        return loss, {"mae_r_px": err.detach().mean().item()}
+        return cross_entropy + err.mean(), {"mae_r_px": err.detach().mean().item(),
+                                            "median_r_px": err.detach().median().item()}
     weight = torch.clamp((target[:, 2] / INPUTS["ellipse"]["ratio_scale"]) / 0.02, max=1.0)
     loss = torch.mean((y[:, 2] - target[:, 2]) ** 2) + torch.mean(weight * ((y[:, :2] - target[:, :2]) ** 2).sum(1))
     ratio, theta, _ = decode_output(y, INPUTS["ellipse"]["ratio_scale"])

@@ -14,7 +14,8 @@ _RESNET = {"name": "resnet", "in_channels": 1, "outputs": 3}
 
 ARCHITECTURES: dict[str, dict[str, dict[str, Any]]] = {
     "denoise": {"compact": {**_UNET, "base": 8, "cbam": True}, "paper": {**_UNET, "base": 32, "cbam": True}},
-    "center": {"compact": {**_UNET, "base": 8, "cbam": False}, "paper": {**_UNET, "base": 32, "cbam": False}},
+    "center": {"compact": {**_UNET, "base": 8, "cbam": False, "out_activation": "none"},
+               "paper": {**_UNET, "base": 32, "cbam": False, "out_activation": "none"}},
     "ellipse": {
         "compact": {**_RESNET, "base": 16, "layers": [2, 2, 2, 2], "bottleneck": False},  # ResNet-18 layout
         "paper": {**_RESNET, "base": 64, "layers": [3, 4, 6, 3], "bottleneck": True},  # ResNet-50
@@ -25,8 +26,8 @@ ARCHITECTURES: dict[str, dict[str, dict[str, Any]]] = {
 INPUTS: dict[str, dict[str, Any]] = {
     "denoise": {"normalization": "sqrt(counts) / max per pattern", "output": "same space, -> counts",
                 "train_crop": 64},
-    "center": {"normalization": "sqrt(counts) / max per pattern", "heatmap_sigma": 1.5, "com_window": 6,
-               "com_floor": 0.0},
+    "center": {"normalization": "sqrt(counts) / max per pattern", "heatmap": "softmax of the logits",
+               "heatmap_sigma": 1.5, "com_window": 6, "com_floor": 0.0},
     "ellipse": {"normalization": "sqrt(counts) / max of the mean centred pattern", "input_size": 128,
                 "ratio_scale": 10.0, "patterns_per_mean": [4, 24]},
 }

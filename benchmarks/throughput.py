@@ -1,0 +1,71 @@
+"""Patterns per second of each stage and of the whole chain, beside py4DSTEM's classical centre finders.
+
+Usage: ``python benchmarks/throughput.py [--sizes 128 256] [--scan 16 16] [--device auto]``.
+One synthetic cube per detector size (disks and rings with drift, noise); every method runs on the same
+cube. Prints one table; peak memory is the process's maximum resident set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+import py4DSTEM
+import torch
+
+import py4dstem_prenet  # noqa: F401
+from py4dstem_prenet.evaluate import classical
+from py4dstem_prenet.evaluate.harness import Table
+
+
+def synthetic_cube(scan: tuple[int, int], q: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    g = np.arange(q)
+    u, v = np.meshgrid(np.linspace(-1, 1, scan[0]), np.linspace(-1, 1, scan[1]), indexing="ij")
+    qx0, qy0 = q / 2 + 3 * u + rng.normal(0, 0.2, scan), q / 2 - 2 * v + rng.normal(0, 0.2, scan)
+    r = np.hypot(g[None, None, :, None] - qx0[..., None, None], g[None, None, None, :] - qy0[..., None, None])
+    clean = 1 / (1 + np.exp((r - q / 25) / 0.7)) + 0.03 * np.exp(-((r - q / 4) ** 2) / 8)
+    return rng.poisson(1e4 * clean / clean.sum(axis=(2, 3), keepdims=True)).astype(np.float32)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    p.add_argument("--scan", type=int, nargs=2, default=[16, 16])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=64)
+    args = p.parse_args()
+    table = Table(f"Throughput, patterns/s (torch threads {torch.get_num_threads()}, device {args.device})",
+                  ["detector", "stage", "patterns/s", "vs get_origin_friedel"])
+    kw = {"device": args.device, "batch_size": args.batch_size, "progress": False}
+    for q in args.sizes:
+        data = synthetic_cube(tuple(args.scan), q)
+        n, flat = data.shape[0] * data.shape[1], data.reshape(-1, q, q)
+        cube = py4DSTEM.DataCube(data=data)
+        cube.prenet_center(align=False, **kw)  # warm-up: weights loaded, kernels chosen
+        stages = {
+            "denoise": (cube.prenet_denoise, kw),
+            "centre (measure)": (cube.prenet_center, {**kw, "align": False}),
+            "centre + align": (cube.prenet_center, kw),
+            "ellipse (measure + correct)": (cube.prenet_ellipse, kw),
+            "whole chain (prenet_preprocess)": (cube.prenet_preprocess, kw),
+            "py4DSTEM get_origin": (classical.py4dstem_get_origin, {}),
+            "py4DSTEM get_origin_friedel": (classical.py4dstem_get_origin_friedel, {}),
+        }
+        rates = {}
+        for stage, (fn, fkw) in stages.items():
+            args_ = (flat,) if stage.startswith("py4DSTEM") else ()
+            t0 = time.perf_counter()
+            fn(*args_, **fkw)
+            rates[stage] = n / (time.perf_counter() - t0)
+        ref = rates["py4DSTEM get_origin_friedel"]
+        for stage, r in rates.items():
+            table.rows.append([q, stage, r, f"{r / ref:.2f}x"])
+    print(table.text())
+    print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

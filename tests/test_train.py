@@ -1,0 +1,51 @@
+"""Training: a tiny real run (abTEM library of a few 64x64 patterns), resumable, weights loadable."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from py4dstem_prenet.simulate.library import generate_library
+from py4dstem_prenet.train import recipes
+from py4dstem_prenet.train.data import TrainingData, split_of
+from py4dstem_prenet.train.loop import make_batch, train
+from py4dstem_prenet.weights import load_model
+
+TRAIN, VAL = "Al2O3_corundum", "Ti_hcp"
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    assert split_of(TRAIN) == "train" and split_of(VAL) == "val"
+    path = tmp_path_factory.mktemp("lib") / "tiny.h5"
+    generate_library(path, 6, seed=3, detector=64, workers=1, structures=[TRAIN, VAL], progress=False)
+    return str(path)
+
+
+def test_batches_are_pure_functions_of_seed_and_step(library):
+    data = TrainingData(library, "train")
+    for task in ("denoise", "center", "ellipse"):
+        a, b = make_batch(task, data, 0, 5, 4), make_batch(task, data, 0, 5, 4)
+        assert torch.equal(a.x, b.x) and torch.equal(a.target, b.target)
+        assert not torch.equal(a.x, make_batch(task, data, 0, 6, 4).x)
+    assert make_batch("denoise", data, 0, 0, 4).x.shape[-1] == recipes.INPUTS["denoise"]["train_crop"]
+
+
+@pytest.mark.parametrize("task", ["center", "ellipse", "denoise"])
+def test_train_resume_and_load(library, tmp_path, monkeypatch, task):
+    small = {**recipes.TRAINING[task]["compact"], "val_every": 2, "val_batches": 1, "batch": 2}
+    monkeypatch.setitem(recipes.TRAINING[task], "compact", small)
+    out = tmp_path / task
+    train(task, library, out, steps=2, progress=False, checkpoint_every=1)
+    # resuming the same recipe continues from the checkpoint (steps=2 already done -> nothing to do)
+    path = train(task, library, out, steps=2, progress=False, checkpoint_every=1)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [2]
+    with safe_open(str(path), framework="pt") as f:
+        entry = json.loads(f.metadata()["entry"])
+    assert entry["task"] == task and entry["recipe"]["steps_run"] == 2
+    loaded = load_model(task, str(path))
+    assert not loaded.module.training
+    with pytest.raises(ValueError, match="different recipe"):
+        train(task, library, out, steps=3, progress=False)
