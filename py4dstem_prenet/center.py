@@ -31,13 +31,38 @@ class Origins:
     confidence: np.ndarray
 
 
-def center_block(loaded: LoadedModel, counts: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(qx0, qy0, confidence)`` for counts ``(n, Qx, Qy)`` on the network's device."""
+def center_block(loaded: LoadedModel, counts: torch.Tensor, near: tuple[np.ndarray, np.ndarray] | None = None,
+                 spread: float = 3.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(qx0, qy0, confidence)`` for counts ``(n, Qx, Qy)`` on the network's device.
+
+    With ``near = (qx, qy)`` (pixels) the peak of each probability map is chosen within about ``spread``
+    pixels of that point (a Gaussian prior used only to pick the peak; the position is still the centre
+    of mass of the network's own map there).
+    """
     x, _ = to_network(counts)
     arch, inp = loaded.entry.architecture, loaded.entry.input
-    logits = apply_network(loaded.module, x, 2 ** arch.get("depth", 4))[:, 0]
-    qx, qy, mass = geometry.weighted_com(heatmap(logits).double(), int(inp["com_window"]), float(inp["com_floor"]))
+    prob = heatmap(apply_network(loaded.module, x, 2 ** arch.get("depth", 4))[:, 0]).double()
+    prior = None
+    if near is not None:
+        gx = torch.arange(prob.shape[1], dtype=prob.dtype, device=prob.device).view(1, -1, 1)
+        gy = torch.arange(prob.shape[2], dtype=prob.dtype, device=prob.device).view(1, 1, -1)
+        px, py = (torch.as_tensor(v, dtype=prob.dtype, device=prob.device).view(-1, 1, 1) for v in near)
+        prior = torch.exp(-((gx - px) ** 2 + (gy - py) ** 2) / (2 * spread**2))
+    qx, qy, mass = geometry.weighted_com(prob, int(inp["com_window"]), float(inp["com_floor"]), prior)
     return qx.cpu().numpy(), qy.cpu().numpy(), mass.clamp(0, 1).cpu().numpy()
+
+
+def scan_outliers(qx0: np.ndarray, qy0: np.ndarray, threshold: float = 2.0) -> tuple[np.ndarray, np.ndarray,
+                                                                                      np.ndarray]:
+    """Origins that disagree with the smooth descan drift: a robust parabolic fit of ``(qx0, qy0)``
+    across the scan (py4DSTEM's ``fit_origin``), and the positions further than ``threshold`` pixels
+    (or 4 robust standard deviations, whichever is larger) from it. Returns (outlier mask, fit x, fit y)."""
+    from py4DSTEM.process.calibration.origin import fit_origin
+
+    fx, fy, _, _ = fit_origin((qx0, qy0), fitfunction="parabola", robust=True, robust_steps=3, robust_thresh=2)
+    dev = np.hypot(qx0 - fx, qy0 - fy)
+    sigma = 1.4826 * np.median(np.abs(dev - np.median(dev)))
+    return dev > max(threshold, 4 * sigma), np.asarray(fx), np.asarray(fy)
 
 
 def heatmap(logits: torch.Tensor) -> torch.Tensor:
@@ -46,19 +71,46 @@ def heatmap(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.reshape(n, -1).float(), dim=1).reshape(logits.shape)
 
 
+def locate(loaded: LoadedModel, counts: torch.Tensor, near: tuple[np.ndarray, np.ndarray] | None = None,
+           refine: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coarse-to-fine centres of counts ``(n, Qx, Qy)``: the network finds the direct beam
+    (:func:`center_block`), :func:`refine_on_disk` measures it. Returns ``(qx0, qy0, confidence)``."""
+    qx, qy, conf = center_block(loaded, counts, near)
+    if refine:
+        qx, qy = refine_on_disk(counts, qx, qy)
+    return qx, qy, conf
+
+
 def measure_origins(
     data: Any, model: str = "default", device: str = "auto", batch_size: int = 64, progress: bool = True,
+    scan_context: bool = True, refine: bool = True,
 ) -> tuple[Origins, LoadedModel]:
-    """Optical axis ``(qx0, qy0)`` of every pattern of a cube ``(Rx, Ry, Qx, Qy)``, pixels."""
+    """Optical axis ``(qx0, qy0)`` of every pattern of a cube ``(Rx, Ry, Qx, Qy)``, pixels.
+
+    Coarse to fine (:func:`locate`): the network's probability map picks the direct beam and places it
+    to a fraction of a pixel; with ``refine`` the centre of the disk itself is then measured around
+    that point (2.5x lower error on the built-in example; see the evaluation for the figures).
+
+    With ``scan_context`` (scans of at least 4 x 4 positions), patterns whose centre disagrees with the
+    smooth descan drift of the rest (:func:`scan_outliers`) are measured again with the peak chosen near
+    the drift's prediction: in thick or tilted crystals another disk can outshine the direct beam, but
+    only the direct beam follows the drift. Each position is still measured on its own pattern.
+    """
     dev = resolve_device(device)
     loaded = load_model("center", model)
     loaded.module.to(dev)
     n = int(data.shape[0]) * int(data.shape[1])
     res = np.empty((3, n))
     for start, block in iter_batches(data, batch_size, progress, "centre"):
-        qx, qy, conf = center_block(loaded, torch.from_numpy(block).to(dev))
-        res[:, start:start + len(block)] = qx, qy, conf
+        res[:, start:start + len(block)] = locate(loaded, torch.from_numpy(block).to(dev), refine=refine)
     qx0, qy0, conf = (r.reshape(data.shape[:2]) for r in res)
+    if scan_context and min(data.shape[:2]) >= 4:
+        bad, fx, fy = scan_outliers(qx0, qy0)
+        for start in range(0, int(bad.sum()), batch_size):
+            rx, ry = (i[start:start + batch_size] for i in np.nonzero(bad))
+            block = np.stack([np.asarray(data[a, b], dtype=np.float32) for a, b in zip(rx, ry, strict=True)])
+            near = (fx[rx, ry], fy[rx, ry])
+            qx0[rx, ry], qy0[rx, ry], conf[rx, ry] = locate(loaded, torch.from_numpy(block).to(dev), near, refine)
     return Origins(qx0, qy0, conf), loaded
 
 
@@ -81,3 +133,35 @@ def warp_cube(
         res = geometry.warp(torch.from_numpy(block).to(dev), f, preserve_counts=True)
         write_block(out, start, res.cpu().numpy())
     return out
+
+
+def refine_on_disk(counts: torch.Tensor, qx: np.ndarray, qy: np.ndarray, iterations: int = 2,
+                   max_radius: float = 24.0) -> tuple[np.ndarray, np.ndarray]:
+    """Refine centres ``(qx, qy)`` (pixels) on the direct-beam disk itself, batched.
+
+    Around each starting point the disk radius ``R`` is read off the radial profile (where it falls to
+    half its central value); then the intensity centre of mass inside a soft-edged circle of radius
+    ``R + 1.5`` px is iterated. A disk of uniform intensity is found without bias wherever the start
+    lies within it; the network supplies that start (it finds the right disk, the refinement measures it).
+    """
+    n, h, w = counts.shape
+    c = counts.clamp_min(0).to(torch.float64)
+    gx = torch.arange(h, dtype=torch.float64, device=c.device).view(1, h, 1)
+    gy = torch.arange(w, dtype=torch.float64, device=c.device).view(1, 1, w)
+    px = torch.as_tensor(qx, dtype=torch.float64, device=c.device).view(n, 1, 1)
+    py = torch.as_tensor(qy, dtype=torch.float64, device=c.device).view(n, 1, 1)
+    r = torch.hypot(gx - px, gy - py)
+    nbins = int(max_radius) + 2
+    idx = r.round().long().clamp(max=nbins - 1).view(n, -1)
+    prof = torch.zeros(n, nbins, dtype=torch.float64, device=c.device).scatter_add_(1, idx, c.view(n, -1))
+    prof = prof / torch.zeros_like(prof).scatter_add_(1, idx, torch.ones_like(c.view(n, -1))).clamp_min(1)
+    centre = prof[:, :2].mean(1, keepdim=True)
+    below = prof < 0.5 * centre
+    below[:, -1] = True
+    radius = below.float().argmax(1).to(torch.float64).clamp(1.5, max_radius).view(n, 1, 1)
+    for _ in range(iterations):
+        r = torch.hypot(gx - px, gy - py)
+        wts = c * torch.sigmoid((radius + 1.5 - r) / 0.5)
+        total = wts.sum((1, 2), keepdim=True).clamp_min(1e-12)
+        px, py = (wts * gx).sum((1, 2), keepdim=True) / total, (wts * gy).sum((1, 2), keepdim=True) / total
+    return px.view(n).cpu().numpy(), py.view(n).cpu().numpy()

@@ -56,8 +56,12 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
     from .train.loop import train
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     path = train(args.task, args.library, args.output_dir, size=args.size, seed=args.seed, steps=args.steps,
                  batch=args.batch, device=args.device, progress=not args.quiet)
     print(f"wrote {path}")
@@ -130,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--steps", type=int)
     t.add_argument("--batch", type=int)
+    t.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all cores)")
     common(t)
     t.set_defaults(func=_cmd_train)
 

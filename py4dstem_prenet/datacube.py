@@ -53,8 +53,6 @@ def _origins_from_calibration(cube: py4DSTEM.DataCube) -> tuple[np.ndarray, np.n
 
 
 def _fit_origins(origins: Origins, fit: str | None, robust: bool) -> tuple[np.ndarray, np.ndarray]:
-    if fit not in FITS:
-        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
     if fit is None:
         return origins.qx0, origins.qy0
     qx, qy, _, _ = fit_origin((origins.qx0, origins.qy0), fitfunction=fit, robust=robust)
@@ -77,6 +75,8 @@ def prenet_denoise(self: py4DSTEM.DataCube, model: str = "default", device: str 
 
 def _measure_centres(cube: py4DSTEM.DataCube, data, model, device, batch_size, progress, fit, robust):
     """Measure origins on ``data``, write them to ``cube``'s calibration, attach ``prenet_origin``."""
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
     origins, loaded = measure_origins(data, model, device, batch_size, progress)
     qx0, qy0 = _fit_origins(origins, fit, robust)
     cal = cube.calibration
@@ -155,7 +155,7 @@ def prenet_ellipse(self: py4DSTEM.DataCube, model: str = "default", device: str 
     cx, cy = geometry.detector_center(self.data.shape)
     centred = bool(np.all(qx0 == cx) and np.all(qy0 == cy))
     fit = _measure_and_write_ellipse(self, self.data, None if centred else qx0, None if centred else qy0,
-                                           model, device, batch_size, progress)
+                                     model, device, batch_size, progress)
     if not correct:
         return fit
     return _corrected_cube(self, self.data, qx0, qy0, fit, device, batch_size, progress)

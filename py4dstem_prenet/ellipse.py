@@ -1,7 +1,10 @@
 """Elliptical distortion: the ResNet regressor on the mean of the centred patterns.
 
-The network sees the mean pattern, normalised like every other input (:mod:`normalization`) and
-resampled to ``input_size`` pixels per side (ratio and angle do not depend on the scale), and predicts
+The network sees the mean pattern normalised like every other input (:mod:`normalization`) and
+resampled onto a log-polar grid (:func:`ellipse_input`): ``n_theta`` angles over a full turn (columns)
+by ``n_r`` logarithmically spaced radii (rows). In log-polar coordinates an elliptical distortion
+``a/b = 1 + e`` moves every ring by the same ``~ (e/2) cos 2(phi - theta)`` along the log-radius axis,
+whatever its radius, so one convolutional filter bank detects it on all rings at once. It predicts
 ``(cos 2 theta, sin 2 theta, (a/b - 1) * ratio_scale)``. The angle is decoded with
 :func:`geometry.decode_angle`; the length of the ``(cos, sin)`` vector is reported as a confidence
 (close to 1 when the network is sure of the direction; meaningless when a/b is close to 1).
@@ -53,10 +56,23 @@ def mean_centered_pattern(
 
 
 @torch.no_grad()
-def ellipse_input(mean_pattern: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
-    """Network input ``(1, 1, size, size)`` from a centred mean pattern (area-averaged resampling)."""
-    x, _ = to_network(torch.as_tensor(mean_pattern, dtype=torch.float32).reshape(1, *mean_pattern.shape[-2:]))
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+def ellipse_input(mean_pattern: np.ndarray | torch.Tensor, n_r: int = 64, n_theta: int = 128,
+                  r_min: float = 2.0) -> torch.Tensor:
+    """Network input ``(1, 1, n_r, n_theta)`` from a centred mean pattern ``(Qx, Qy)``.
+
+    Rows: radii from ``r_min`` to 0.95 x half the detector (pixels), logarithmically spaced; columns:
+    angles ``2 pi k / n_theta`` from qx towards qy; values: the normalised square root of the counts,
+    sampled bilinearly around the detector centre.
+    """
+    m = torch.as_tensor(mean_pattern, dtype=torch.float32)
+    x, _ = to_network(m.reshape(1, *m.shape[-2:]))
+    h, w = m.shape[-2:]
+    cx, cy = geometry.detector_center((h, w))
+    r = torch.exp(torch.linspace(np.log(r_min), np.log(0.95 * min(h, w) / 2), n_r))[:, None]
+    phi = torch.arange(n_theta, dtype=torch.float32)[None] * (2 * np.pi / n_theta)
+    qx, qy = cx + r * torch.cos(phi), cy + r * torch.sin(phi)
+    grid = torch.stack([qy * (2.0 / (w - 1)) - 1.0, qx * (2.0 / (h - 1)) - 1.0], dim=-1)[None]
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
 def decode_output(y: torch.Tensor, ratio_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,6 +94,6 @@ def measure_ellipse(mean_pattern: np.ndarray, model: str = "default", device: st
     loaded.module.to(dev)
     inp = loaded.entry.input
     with torch.inference_mode():
-        y = loaded.module(ellipse_input(mean_pattern, int(inp.get("input_size", 128))).to(dev))
+        y = loaded.module(ellipse_input(mean_pattern, int(inp["n_r"]), int(inp["n_theta"])).to(dev))
     ratio, theta, conf = decode_output(y, float(inp.get("ratio_scale", 10.0)))
     return EllipseFit(float(ratio[0]), float(theta[0]), float(conf[0])), loaded

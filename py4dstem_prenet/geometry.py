@@ -213,7 +213,7 @@ def warp(
 
 
 def weighted_com(
-    heatmaps: torch.Tensor, window: int = 6, floor: float = 0.0
+    heatmaps: torch.Tensor, window: int = 6, floor: float = 0.0, prior: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sub-pixel peak position of each heatmap by an intensity-weighted centre of mass.
 
@@ -228,6 +228,8 @@ def weighted_com(
     heatmaps : ``(N, Qx, Qy)`` non-negative maps (torch tensor, any float dtype and device).
     window : half-width of the window, pixels.
     floor : fraction (0..1) of each map's maximum subtracted before weighting.
+    prior : optional ``(N, Qx, Qy)`` weights that only choose the peak: the window is centred on the
+        maximum of ``heatmaps * prior``, and the centre of mass is then taken over ``heatmaps`` alone.
 
     Returns
     -------
@@ -239,8 +241,9 @@ def weighted_com(
     if h.ndim != 3:
         raise ValueError(f"heatmaps must be (N, Qx, Qy), got shape {tuple(h.shape)}")
     n, nx, ny = h.shape
-    peak, idx = h.reshape(n, -1).max(dim=1)
+    idx = (h if prior is None else h * prior).reshape(n, -1).argmax(dim=1)
     ix, iy = idx // ny, idx % ny
+    peak = h.reshape(n, -1).gather(1, idx[:, None])[:, 0]
     offs = torch.arange(-window, window + 1, device=h.device)
     rows, cols = ix[:, None] + offs, iy[:, None] + offs  # (N, k)
     valid = ((rows >= 0) & (rows < nx))[:, :, None] & ((cols >= 0) & (cols < ny))[:, None, :]

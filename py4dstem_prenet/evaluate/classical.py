@@ -9,6 +9,8 @@ with knowledge of the truth (oracles: an upper bound on what a user could tune b
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 
 import numpy as np
@@ -34,16 +36,18 @@ def _as_cube(patterns: np.ndarray) -> py4DSTEM.DataCube:
 
 
 def py4dstem_get_origin(patterns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """py4DSTEM ``get_origin`` (probe radius from the maximum pattern, as its default)."""
-    with warnings.catch_warnings():
+    """py4DSTEM ``get_origin`` run on each pattern as its own one-pattern cube, so its probe-radius
+    estimate (from the maximum pattern, its default) sees only that pattern: the evaluation mixes
+    structures and optics that no real scan would."""
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):  # one progress bar per call
         warnings.simplefilter("ignore")
-        qx, qy, _ = get_origin(_as_cube(patterns))
-    return np.asarray(qx)[0], np.asarray(qy)[0]
+        found = [get_origin(_as_cube(p[None]))[:2] for p in patterns]
+    return np.array([float(np.ravel(q[0])[0]) for q in found]), np.array([float(np.ravel(q[1])[0]) for q in found])
 
 
 def py4dstem_get_origin_friedel(patterns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """py4DSTEM ``get_origin_friedel`` (cross-correlation of each pattern with its inversion)."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         qx, qy = get_origin_friedel(_as_cube(patterns))
     return np.asarray(qx)[0], np.asarray(qy)[0]

@@ -15,6 +15,7 @@ import py4DSTEM
 import torch
 
 from .. import geometry
+from ..center import measure_origins
 from ..simulate.augment import AugmentRanges, distort, draw_geometry
 from ..simulate.library import PatternLibrary
 from ..simulate.noise import DetectorEffects, add_noise
@@ -76,9 +77,15 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
     for dose in DOSES:
         noisy = add_noise(clean, dose, gen, DetectorEffects(read_noise=READ_NOISE)).numpy()
         results = {}
-        for name in ("ours", *methods):
+        for name in ("ours", "ours: network only", *methods):
             t0 = time.perf_counter()
-            qx, qy = _ours_center(noisy, model, device) if name == "ours" else classical.CENTER_METHODS[name](noisy)
+            if name == "ours":
+                qx, qy = _ours_center(noisy, model, device)
+            elif name == "ours: network only":
+                found, _ = measure_origins(noisy[None], model, device, progress=False, refine=False)
+                qx, qy = found.qx0[0], found.qy0[0]
+            else:
+                qx, qy = classical.CENTER_METHODS[name](noisy)
             results[name] = (qx, qy, 1e3 * (time.perf_counter() - t0) / n)
         for group, labels in [("all", np.full(n, "all"))] + list(groups.items()):
             for value in np.unique(labels):

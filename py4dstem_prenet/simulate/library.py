@@ -112,6 +112,8 @@ def _resolve_structures(structures: Sequence[str] | None, category: str | None) 
             names = [n for n in names if mod.get_structure(n).category == category]
     if not names:
         raise ValueError(f"no structures selected (structures={structures!r}, category={category!r})")
+    if max(len(n.encode()) for n in names) > 64:
+        raise ValueError("structure names must be at most 64 bytes (stored as fixed-length strings)")
     return names
 
 
@@ -302,6 +304,8 @@ class PatternLibrary:
         """Patterns ``(n, Q, Q)`` float32 (fraction of incident electrons per pixel) of completed
         ``indices``."""
         rows = np.atleast_1d(self._select(indices))
+        if rows.size == 0:
+            return np.zeros((0, self.detector, self.detector), dtype=np.float32)
         uniq, inverse = np.unique(rows, return_inverse=True)  # h5py wants increasing indices
         return self._h5()["patterns"][uniq][inverse]
 

@@ -144,12 +144,12 @@ class TrainingData:
         return torch.stack(means), labels
 
     def ellipse_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int, per_mean: tuple[int, int],
-                      size: int, ratio_scale: float) -> Batch:
+                      polar: tuple[int, int], ratio_scale: float) -> Batch:
         """Network inputs from :meth:`ellipse_means`; target ``(cos 2 theta, sin 2 theta, (a/b - 1) * ratio_scale)``."""
         from ..ellipse import ellipse_input
 
         means, labels = self.ellipse_means(rng, gen, n, per_mean)
-        x = torch.cat([ellipse_input(m, size) for m in means])
+        x = torch.cat([ellipse_input(m, *polar) for m in means])
         enc = geometry.encode_angle(labels["theta"])
         target = np.column_stack([enc, (labels["ratio"] - 1.0) * ratio_scale])
         return Batch(x, torch.as_tensor(target, dtype=torch.float32), labels)

@@ -24,6 +24,8 @@ from .. import __version__, geometry
 from ..ellipse import decode_output
 from ..models import build_model
 from ..runner import resolve_device
+from ..simulate.library import PatternLibrary
+from ..simulate.structures import list_structures
 from ..weights import write_weights
 from .data import Batch, TrainingData
 from .recipes import ARCHITECTURES, INPUTS, TRAINING
@@ -38,7 +40,8 @@ def make_batch(task: str, data: TrainingData, seed: int, step: int, n: int) -> B
         return data.denoise_batch(rng, gen, n, inp.get("train_crop"))
     if task == "center":
         return data.center_batch(rng, gen, n, inp["heatmap_sigma"])
-    return data.ellipse_batch(rng, gen, n, tuple(inp["patterns_per_mean"]), inp["input_size"], inp["ratio_scale"])
+    return data.ellipse_batch(rng, gen, n, tuple(inp["patterns_per_mean"]), (inp["n_r"], inp["n_theta"]),
+                              inp["ratio_scale"])
 
 
 def loss_and_metrics(task: str, net: nn.Module, batch: Batch, device: torch.device) -> tuple[torch.Tensor, dict]:
@@ -64,6 +67,21 @@ def loss_and_metrics(task: str, net: nn.Module, batch: Batch, device: torch.devi
     sel = batch.labels["ratio"] > 1.01
     ang = np.degrees(geometry.angle_difference(theta[sel], batch.labels["theta"][sel])).mean() if sel.any() else 0.0
     return loss, {"ratio_err": float(np.abs(ratio - batch.labels["ratio"]).mean()), "angle_err_deg": float(ang)}
+
+
+def library_provenance(path: str | Path) -> dict:
+    """How to rebuild the library a network was trained on (its completed patterns, seed, detector)."""
+    lib = PatternLibrary(path)
+    rows = lib.metadata()["index"]
+    complete = bool(len(rows) and rows[-1] == len(rows) - 1)
+    structures = "all" if lib.category is None and len(lib.structures) >= len(list_structures()) else lib.structures
+    out = {"file": Path(path).name, "patterns": len(lib), "seed": lib.seed, "detector": lib.detector,
+           "structures": structures, "phonons": lib.phonons}
+    if complete:  # patterns 0..n-1 of seed s: exactly what `prenet simulate -n n --seed s` makes
+        out["command"] = f"prenet simulate LIBRARY -n {len(lib)} --seed {lib.seed} --detector {lib.detector}"
+    else:
+        out["indices"] = rows.tolist()
+    return out
 
 
 def _lr_factor(step: int, steps: int, warmup: int = 100) -> float:
@@ -100,7 +118,7 @@ def train(task: str, library: str, out_dir: str | Path, size: str = "compact", s
     net = build_model(ARCHITECTURES[task][size]).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg["steps"]))
-    recipe = {"task": task, "size": size, "library": str(Path(library).name), "seed": seed, **cfg,
+    recipe = {"task": task, "size": size, "library": library_provenance(library), "seed": seed, **cfg,
               "optimizer": "Adam", "schedule": "linear warm-up 100 steps + cosine to 5%",
               "early_stopping": f"patience {cfg['patience']} validations", "package_version": __version__}
     state = {"step": 0, "best": math.inf, "bad": 0, "best_state": None, "seconds": 0.0, "best_metrics": {}}

@@ -28,7 +28,8 @@ INPUTS: dict[str, dict[str, Any]] = {
                 "train_crop": 64},
     "center": {"normalization": "sqrt(counts) / max per pattern", "heatmap": "softmax of the logits",
                "heatmap_sigma": 1.5, "com_window": 6, "com_floor": 0.0},
-    "ellipse": {"normalization": "sqrt(counts) / max of the mean centred pattern", "input_size": 128,
+    "ellipse": {"normalization": "sqrt(counts) / max of the mean centred pattern",
+                "input": "log-polar, radii 2 px .. 0.95 Q/2", "n_r": 64, "n_theta": 128,
                 "ratio_scale": 10.0, "patterns_per_mean": [4, 24]},
 }
 
@@ -38,6 +39,6 @@ _COMPACT = {"batch": 16, "lr": 2e-3, "val_every": 100, "val_batches": 8, "patien
 
 TRAINING: dict[str, dict[str, dict[str, Any]]] = {
     "denoise": {"compact": {**_COMPACT, "steps": 2000}, "paper": {**_PAPER, "steps": 60000}},
-    "center": {"compact": {**_COMPACT, "steps": 1500}, "paper": {**_PAPER, "steps": 60000}},
-    "ellipse": {"compact": {**_COMPACT, "steps": 800}, "paper": {**_PAPER, "steps": 30000}},
+    "center": {"compact": {**_COMPACT, "steps": 4000}, "paper": {**_PAPER, "steps": 60000}},
+    "ellipse": {"compact": {**_COMPACT, "steps": 3000}, "paper": {**_PAPER, "steps": 30000}},
 }
