@@ -63,3 +63,11 @@ def test_input_never_modified(untrained):
     before = data.copy()
     center(data, untrained)
     np.testing.assert_array_equal(data, before)
+
+
+def test_low_dose_with_read_noise_is_accepted(untrained):
+    """100 electrons spread over a 64x64 detector plus read noise: nearly as many negative as
+    positive values, but real data, not an error."""
+    rng = np.random.default_rng(1)
+    data = (rng.poisson(100 / 4096, (3, 3, 64, 64)) + rng.normal(0, 0.5, (3, 3, 64, 64))).astype(np.float32)
+    center(data, untrained)
