@@ -135,33 +135,34 @@ def warp_cube(
     return out
 
 
-def refine_on_disk(counts: torch.Tensor, qx: np.ndarray, qy: np.ndarray, iterations: int = 2,
+def refine_on_disk(counts: torch.Tensor, qx: np.ndarray, qy: np.ndarray, iterations: int = 3,
                    max_radius: float = 24.0) -> tuple[np.ndarray, np.ndarray]:
     """Refine centres ``(qx, qy)`` (pixels) on the direct-beam disk itself, batched.
 
-    Around each starting point the disk radius ``R`` is read off the radial profile (where it falls to
-    half its central value); then the intensity centre of mass inside a soft-edged circle of radius
-    ``R + 1.5`` px is iterated. A disk of uniform intensity is found without bias wherever the start
-    lies within it; the network supplies that start (it finds the right disk, the refinement measures it).
+    Each iteration reads the disk radius ``R`` off the radial profile around the current estimate (where
+    it falls to half its central value) and moves the estimate to the intensity centre of mass inside a
+    soft-edged circle of radius ``R + 3`` px on the first iteration (so a start up to ~2 px off still sees
+    the whole disk), ``R + 1.5`` px after. A disk of uniform intensity is found without bias when
+    the start lies well inside it; the network supplies that start (it finds the right disk, the
+    refinement measures it).
     """
     n, h, w = counts.shape
     c = counts.clamp_min(0).to(torch.float64)
+    flat = c.view(n, -1)
     gx = torch.arange(h, dtype=torch.float64, device=c.device).view(1, h, 1)
     gy = torch.arange(w, dtype=torch.float64, device=c.device).view(1, 1, w)
     px = torch.as_tensor(qx, dtype=torch.float64, device=c.device).view(n, 1, 1)
     py = torch.as_tensor(qy, dtype=torch.float64, device=c.device).view(n, 1, 1)
-    r = torch.hypot(gx - px, gy - py)
     nbins = int(max_radius) + 2
-    idx = r.round().long().clamp(max=nbins - 1).view(n, -1)
-    prof = torch.zeros(n, nbins, dtype=torch.float64, device=c.device).scatter_add_(1, idx, c.view(n, -1))
-    prof = prof / torch.zeros_like(prof).scatter_add_(1, idx, torch.ones_like(c.view(n, -1))).clamp_min(1)
-    centre = prof[:, :2].mean(1, keepdim=True)
-    below = prof < 0.5 * centre
-    below[:, -1] = True
-    radius = below.float().argmax(1).to(torch.float64).clamp(1.5, max_radius).view(n, 1, 1)
-    for _ in range(iterations):
+    for it in range(iterations):
         r = torch.hypot(gx - px, gy - py)
-        wts = c * torch.sigmoid((radius + 1.5 - r) / 0.5)
-        total = wts.sum((1, 2), keepdim=True).clamp_min(1e-12)
-        px, py = (wts * gx).sum((1, 2), keepdim=True) / total, (wts * gy).sum((1, 2), keepdim=True) / total
+        idx = r.round().long().clamp(max=nbins - 1).view(n, -1)
+        total = torch.zeros(n, nbins, dtype=torch.float64, device=c.device).scatter_add_(1, idx, flat)
+        prof = total / torch.zeros_like(total).scatter_add_(1, idx, torch.ones_like(flat)).clamp_min(1)
+        below = prof < 0.5 * prof[:, :2].mean(1, keepdim=True)
+        below[:, -1] = True
+        radius = below.float().argmax(1).to(torch.float64).clamp(1.5, max_radius).view(n, 1, 1)
+        wts = c * torch.sigmoid((radius + (3.0 if it == 0 else 1.5) - r) / 0.5)
+        norm = wts.sum((1, 2), keepdim=True).clamp_min(1e-12)
+        px, py = (wts * gx).sum((1, 2), keepdim=True) / norm, (wts * gy).sum((1, 2), keepdim=True) / norm
     return px.view(n).cpu().numpy(), py.view(n).cpu().numpy()

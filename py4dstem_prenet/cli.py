@@ -70,7 +70,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate.harness import evaluate_all
 
-    tables = evaluate_all(args.library, device=args.device, quick=args.quick)
+    tables = evaluate_all(args.library, device=args.device, quick=args.quick, tasks=tuple(args.tasks))
     text = "\n\n".join(t.text() for t in tables)
     print(text)
     if args.output:
@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("library", help="a library of test-split structures (prenet simulate --split test)")
     e.add_argument("-o", "--output", help="also write the tables to this text file")
     e.add_argument("--quick", action="store_true", help="fewer samples (a smoke test)")
+    e.add_argument("--tasks", nargs="+", choices=["center", "ellipse", "denoise"],
+                   default=["center", "ellipse", "denoise"])
     common(e)
     e.set_defaults(func=_cmd_evaluate)
 

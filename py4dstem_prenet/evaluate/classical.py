@@ -111,15 +111,18 @@ def psnr(estimate: np.ndarray, clean: np.ndarray) -> float:
     return float(10 * np.log10(np.max(clean) ** 2 / max(mse(estimate, clean), 1e-30)))
 
 
-def gaussian_oracle(noisy: np.ndarray, clean: np.ndarray, sigmas=(0.5, 0.75, 1.0, 1.5, 2.0, 3.0)) -> np.ndarray:
-    """Gaussian-filtered patterns ``(N, Qx, Qy)`` with the sigma (px) that minimises the MSE to the truth."""
+def gaussian_oracle(noisy: np.ndarray, clean: np.ndarray,
+                    sigmas=(0.0, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)) -> np.ndarray:
+    """Gaussian-filtered patterns ``(N, Qx, Qy)`` with the sigma (px) that minimises the MSE to the truth
+    (sigma 0, no filtering, is a candidate: the oracle is never worse than the input)."""
     best = min((gaussian_filter(noisy, (0, s, s)) for s in sigmas), key=lambda d: mse(d, clean))
     return best
 
 
-def lowrank_oracle(noisy: np.ndarray, clean: np.ndarray, ranks=(1, 2, 3, 5, 8, 12, 20, 30)) -> np.ndarray:
-    """Rank-k SVD reconstruction of the ``(N, Qx*Qy)`` matrix of patterns, best k by MSE to the truth."""
+def lowrank_oracle(noisy: np.ndarray, clean: np.ndarray, ranks=(1, 2, 3, 5, 8, 12, 20, 30, 45)) -> np.ndarray:
+    """Rank-k SVD reconstruction of the ``(N, Qx*Qy)`` matrix of patterns, best k by MSE to the truth
+    (full rank, the input itself, is a candidate)."""
     flat = noisy.reshape(len(noisy), -1).astype(np.float64)
     u, s, vt = np.linalg.svd(flat, full_matrices=False)
-    candidates = [((u[:, :k] * s[:k]) @ vt[:k]).reshape(noisy.shape) for k in ranks if k <= len(s)]
+    candidates = [((u[:, :k] * s[:k]) @ vt[:k]).reshape(noisy.shape) for k in ranks if k < len(s)] + [noisy]
     return min(candidates, key=lambda d: mse(d, clean))

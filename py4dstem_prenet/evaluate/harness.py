@@ -171,9 +171,11 @@ def evaluate_denoise(library: str, model: str = "default", device: str = "auto",
     return table
 
 
-def evaluate_all(library: str, device: str = "auto", quick: bool = False) -> list[Table]:
-    """All three tables (``quick``: fewer samples, for smoke tests)."""
+def evaluate_all(library: str, device: str = "auto", quick: bool = False,
+                 tasks: tuple[str, ...] = ("center", "ellipse", "denoise")) -> list[Table]:
+    """The tables of ``tasks`` (``quick``: fewer samples, for smoke tests)."""
     scale = 0.2 if quick else 1.0
-    return [evaluate_center(library, device=device, n=max(10, int(200 * scale))),
-            evaluate_ellipse(library, device=device, n=max(6, int(60 * scale))),
-            evaluate_denoise(library, device=device, cubes=max(1, int(4 * scale)))]
+    run = {"center": lambda: evaluate_center(library, device=device, n=max(10, int(200 * scale))),
+           "ellipse": lambda: evaluate_ellipse(library, device=device, n=max(6, int(60 * scale))),
+           "denoise": lambda: evaluate_denoise(library, device=device, cubes=max(1, int(4 * scale)))}
+    return [run[t]() for t in tasks]

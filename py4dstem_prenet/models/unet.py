@@ -49,14 +49,18 @@ class UNet(nn.Module):
     depth : number of 2x down-samplings; input sides must be divisible by ``2**depth``.
     cbam : add CBAM attention after every encoder/bottleneck block (the denoiser).
     out_activation : ``"sigmoid"`` (non-negative, bounded output), ``"softplus"`` or ``"none"``.
+    residual : add the input to the output (before the activation): the network learns a correction,
+        so the identity (nothing to remove) is easy to represent. Needs ``in_channels == out_channels``.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base: int = 8, depth: int = 4,
-                 cbam: bool = False, out_activation: str = "sigmoid") -> None:
+                 cbam: bool = False, out_activation: str = "sigmoid", residual: bool = False) -> None:
         super().__init__()
-        if out_activation not in ("sigmoid", "softplus", "none"):
-            raise ValueError(f"out_activation must be sigmoid, softplus or none, got {out_activation!r}")
-        self.depth, self.out_activation = depth, out_activation
+        if out_activation not in ("sigmoid", "softplus", "none", "relu"):
+            raise ValueError(f"out_activation must be sigmoid, softplus, relu or none, got {out_activation!r}")
+        if residual and in_channels != out_channels:
+            raise ValueError("a residual U-Net needs in_channels == out_channels")
+        self.depth, self.out_activation, self.residual = depth, out_activation, residual
         chans = [base * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList([ConvBlock(in_channels, chans[0], cbam)])
         self.down.extend(ConvBlock(chans[i], chans[i + 1], cbam) for i in range(depth))
@@ -67,14 +71,16 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % 2**self.depth or x.shape[-2] % 2**self.depth:
             raise ValueError(f"input sides {tuple(x.shape[-2:])} must be divisible by {2**self.depth}")
-        skips = []
+        skips, inp = [], x
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
             skips.append(x)
         x = skips.pop()
         for up, dec in zip(self.up, self.dec, strict=True):
             x = dec(torch.cat([up(x), skips.pop()], dim=1))
-        x = self.head(x)
+        x = self.head(x) + (inp if self.residual else 0)
+        if self.out_activation == "relu":
+            return F.relu(x)
         if self.out_activation == "sigmoid":
             return torch.sigmoid(x)
         if self.out_activation == "softplus":

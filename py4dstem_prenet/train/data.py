@@ -104,7 +104,7 @@ class TrainingData:
         clean, dose, noisy, params = self._noisy(rng, gen, n)
         x, scale = to_network(noisy)
         expected = clean * torch.as_tensor(dose, dtype=torch.float32).view(-1, 1, 1)
-        target = (expected.sqrt() / scale.view(-1, 1, 1)).clamp(0, 1).unsqueeze(1)
+        target = (expected.sqrt() / scale.view(-1, 1, 1)).unsqueeze(1)
         if crop and crop < min(self.shape):
             near = rng.random(n) < 0.5
             ox = np.where(near, params["qx0"] - crop / 2 + rng.uniform(-crop / 4, crop / 4, n),

@@ -13,7 +13,8 @@ _UNET = {"name": "unet", "in_channels": 1, "depth": 4, "out_activation": "sigmoi
 _RESNET = {"name": "resnet", "in_channels": 1, "outputs": 3}
 
 ARCHITECTURES: dict[str, dict[str, dict[str, Any]]] = {
-    "denoise": {"compact": {**_UNET, "base": 8, "cbam": True}, "paper": {**_UNET, "base": 32, "cbam": True}},
+    "denoise": {"compact": {**_UNET, "base": 8, "cbam": True, "out_activation": "relu", "residual": True},
+                "paper": {**_UNET, "base": 32, "cbam": True, "out_activation": "relu", "residual": True}},
     "center": {"compact": {**_UNET, "base": 8, "cbam": False, "out_activation": "none"},
                "paper": {**_UNET, "base": 32, "cbam": False, "out_activation": "none"}},
     "ellipse": {
