@@ -75,6 +75,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(text)
     if args.output:
         Path(args.output).write_text(text + "\n")
+    if args.update_manifest:
+        from .evaluate.harness import manifest_metrics
+        from .weights import read_manifest, update_metrics
+
+        defaults = read_manifest().get("defaults", {})
+        for task, table in zip(args.tasks, tables, strict=True):
+            update_metrics(defaults[task], {**manifest_metrics(table), "evaluated_on": Path(args.library).name})
 
 
 def _cmd_weights(args: argparse.Namespace) -> None:
@@ -144,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quick", action="store_true", help="fewer samples (a smoke test)")
     e.add_argument("--tasks", nargs="+", choices=["center", "ellipse", "denoise"],
                    default=["center", "ellipse", "denoise"])
+    e.add_argument("--update-manifest", action="store_true",
+                   help="record the figures in the default models' manifest entries")
     common(e)
     e.set_defaults(func=_cmd_evaluate)
 

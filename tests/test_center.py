@@ -31,5 +31,5 @@ def test_scan_outliers_flags_only_positions_off_the_drift():
     qx0[2, 3] += 9.0  # a diffracted disk picked instead of the direct beam
     qy0[6, 1] -= 7.5
     bad, fx, fy = scan_outliers(qx0, qy0)
-    assert set(zip(*np.nonzero(bad))) == {(2, 3), (6, 1)}
+    assert set(zip(*np.nonzero(bad), strict=True)) == {(2, 3), (6, 1)}
     assert abs(fx[2, 3] - (qx0[2, 3] - 9.0)) < 0.3

@@ -6,20 +6,21 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from py4dstem_prenet.evaluate.harness import evaluate_all
 from py4dstem_prenet.simulate.library import generate_library
 from py4dstem_prenet.train import recipes
 from py4dstem_prenet.train.data import TrainingData, split_of
 from py4dstem_prenet.train.loop import make_batch, train
 from py4dstem_prenet.weights import load_model
 
-TRAIN, VAL = "Al2O3_corundum", "Ti_hcp"
+TRAIN, VAL, TEST = "Al2O3_corundum", "Ti_hcp", "FeAl_B2"
 
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
-    assert split_of(TRAIN) == "train" and split_of(VAL) == "val"
+    assert split_of(TRAIN) == "train" and split_of(VAL) == "val" and split_of(TEST) == "test"
     path = tmp_path_factory.mktemp("lib") / "tiny.h5"
-    generate_library(path, 6, seed=3, detector=64, workers=1, structures=[TRAIN, VAL], progress=False)
+    generate_library(path, 8, seed=3, detector=64, workers=1, structures=[TRAIN, VAL, TEST], progress=False)
     return str(path)
 
 
@@ -49,3 +50,14 @@ def test_train_resume_and_load(library, tmp_path, monkeypatch, task):
     assert not loaded.module.training
     with pytest.raises(ValueError, match="different recipe"):
         train(task, library, out, steps=3, progress=False)
+
+
+def test_evaluation_tables(library):
+    """The harness runs end to end (shipped weights, quick sizes) and reports every method."""
+    tables = evaluate_all(library, device="cpu", quick=True)
+    centre, ellipse, denoise = (t.text() for t in tables)
+    for method in ("ours", "com", "get_origin", "get_origin_friedel"):
+        assert method in centre
+    assert "fit_ellipse_1D" in ellipse and "low-rank (oracle)" in denoise
+    rows = [r for r in tables[2].rows if r[1] == "gaussian (oracle)"]
+    assert all(r[2] <= n[2] for r, n in zip(rows, [r for r in tables[2].rows if r[1] == "noisy"], strict=True))

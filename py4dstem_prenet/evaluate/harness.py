@@ -179,3 +179,16 @@ def evaluate_all(library: str, device: str = "auto", quick: bool = False,
            "ellipse": lambda: evaluate_ellipse(library, device=device, n=max(6, int(60 * scale))),
            "denoise": lambda: evaluate_denoise(library, device=device, cubes=max(1, int(4 * scale)))}
     return [run[t]() for t in tasks]
+
+
+def manifest_metrics(table: Table) -> dict:
+    """The rows of ``table`` measured for our default model, keyed for the weights manifest."""
+    cols = table.columns
+    if table.title.startswith("Centre"):
+        rows = [r for r in table.rows if r[1] == "all" and r[2] == "ours"]
+        return {"held_out_center_px": {r[0]: dict(zip(cols[3:7], r[3:7], strict=True)) for r in rows}}
+    if table.title.startswith("Ellipse"):
+        r = next(r for r in table.rows if r[0] == "ours")
+        return {"held_out_ellipse": {"ratio_mae": r[1], "angle_mae_deg": r[2], "failures": r[3]}}
+    rows = [r for r in table.rows if r[1] == "ours"]
+    return {"held_out_denoise": {r[0]: {"mse_change": r[4], "psnr_gain_db": r[5]} for r in rows}}
