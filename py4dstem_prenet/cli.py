@@ -43,12 +43,13 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def _cmd_simulate(args: argparse.Namespace) -> None:
     from .simulate.library import generate_library
 
-    structures = None
+    structures = args.structures
     if args.split:
         from .simulate.structures import list_structures
         from .train.data import split_of
 
-        structures = [s.name for s in list_structures(args.category) if split_of(s.name) == args.split]
+        pool = structures or [s.name for s in list_structures(args.category)]
+        structures = [n for n in pool if split_of(n) == args.split]
     stats = generate_library(args.output, args.n, args.seed, detector=args.detector, workers=args.workers,
                              structures=structures, category=None if structures else args.category,
                              phonons=args.phonons, progress=not args.quiet, device=args.device)
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--detector", type=int, default=128, help="pattern side, pixels")
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--category", choices=["crystal", "amorphous"])
+    s.add_argument("--structures", nargs="+", help="built-in structure names and/or CIF files (default: all)")
     s.add_argument("--split", choices=["train", "val", "test"], help="only structures of this split")
     s.add_argument("--phonons", action="store_true", help="frozen phonons for some patterns")
     s.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="abTEM on the CPU or a GPU (CuPy)")

@@ -162,3 +162,17 @@ def test_load_cif_errors(tmp_path):
     empty.write_text("")
     with pytest.raises(ValueError, match="empty.cif"):
         load_cif(empty)
+
+
+def test_cif_files_are_structures(tmp_path):
+    """A user's CIF file can stand wherever a built-in structure name does (e.g. prenet simulate)."""
+    import ase.io
+
+    from py4dstem_prenet.simulate.structures import get_structure
+
+    path = tmp_path / "my_gaas.cif"
+    ase.io.write(path, get_structure("GaAs_zincblende").build())
+    spec = get_structure(str(path))
+    assert spec.category == "crystal" and spec.prototype == "cif"
+    atoms = spec.build()
+    assert atoms.pbc.all() and len(atoms) == len(get_structure("GaAs_zincblende").build())

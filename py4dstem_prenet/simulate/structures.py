@@ -109,6 +109,8 @@ class StructureSpec:
             atoms = crystal(
                 symbols, basis, spacegroup=spacegroup, setting=setting, cellpar=cellpar, onduplicates="error"
             )
+        elif kind == "cif":
+            atoms = load_cif(self.name)
         elif kind == "packing":
             (pair_min,) = args
             atoms = random_packing(
@@ -331,7 +333,15 @@ def list_structures(category: str | None = None) -> list[StructureSpec]:
 
 
 def get_structure(name: str) -> StructureSpec:
-    """The :class:`StructureSpec` called ``name``; ``KeyError`` naming close matches if unknown."""
+    """The :class:`StructureSpec` called ``name``; ``KeyError`` naming close matches if unknown.
+
+    A name ending in ``.cif`` is a user's CIF file (a crystal, read by :func:`load_cif` when built), so
+    ``prenet simulate --structures my.cif Si_diamond`` mixes one's own structures with the built-in ones.
+    """
+    if str(name).lower().endswith(".cif"):
+        atoms = load_cif(name)
+        return StructureSpec(name=str(name), category="crystal", prototype="cif",
+                             formula=atoms.get_chemical_formula(), params=("cif",))
     try:
         return _SPECS[name]
     except KeyError:
