@@ -1,4 +1,6 @@
-"""Beam centre: the U-Net heatmap network + weighted centre of mass, and the alignment warp.
+"""Beam centre, coarse to fine: the U-Net heatmap network + weighted centre of mass finds the direct
+beam, a refinement on the disk itself measures it, the scan context catches the wrong disks; and the
+alignment warp.
 
 The centre network maps a normalised pattern (see :mod:`normalization`) to logits whose softmax over
 the detector is a probability map of the optical-axis position; during training it is pulled towards a
@@ -89,7 +91,7 @@ def measure_origins(
 
     Coarse to fine (:func:`locate`): the network's probability map picks the direct beam and places it
     to a fraction of a pixel; with ``refine`` the centre of the disk itself is then measured around
-    that point (2.5x lower error on the built-in example; see the evaluation for the figures).
+    that point (2.4x lower mean error on the built-in example; the evaluation gives the figures).
 
     With ``scan_context`` (scans of at least 4 x 4 positions), patterns whose centre disagrees with the
     smooth descan drift of the rest (:func:`scan_outliers`) are measured again with the peak chosen near
