@@ -74,12 +74,16 @@ def heatmap(logits: torch.Tensor) -> torch.Tensor:
 
 
 def locate(loaded: LoadedModel, counts: torch.Tensor, near: tuple[np.ndarray, np.ndarray] | None = None,
-           refine: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           refine: bool = True, max_move: float = 1.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Coarse-to-fine centres of counts ``(n, Qx, Qy)``: the network finds the direct beam
-    (:func:`center_block`), :func:`refine_on_disk` measures it. Returns ``(qx0, qy0, confidence)``."""
+    (:func:`center_block`), :func:`refine_on_disk` measures it. A refinement that moves further than
+    ``max_move`` pixels has left the network's disk (overlapping CBED disks, a brighter neighbour) and
+    is discarded for that pattern. Returns ``(qx0, qy0, confidence)``."""
     qx, qy, conf = center_block(loaded, counts, near)
     if refine:
-        qx, qy = refine_on_disk(counts, qx, qy)
+        rx, ry = refine_on_disk(counts, qx, qy)
+        keep = np.hypot(rx - qx, ry - qy) <= max_move
+        qx, qy = np.where(keep, rx, qx), np.where(keep, ry, qy)
     return qx, qy, conf
 
 
