@@ -34,12 +34,12 @@ class Origins:
 
 
 def center_block(loaded: LoadedModel, counts: torch.Tensor, near: tuple[np.ndarray, np.ndarray] | None = None,
-                 spread: float = 3.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 spread: float = 4.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(qx0, qy0, confidence)`` for counts ``(n, Qx, Qy)`` on the network's device.
 
-    With ``near = (qx, qy)`` (pixels) the peak of each probability map is chosen within about ``spread``
-    pixels of that point (a Gaussian prior used only to pick the peak; the position is still the centre
-    of mass of the network's own map there).
+    With ``near = (qx, qy)`` (pixels) the peak of each probability map is chosen within ``spread``
+    pixels of that point, however weak it is there (the position is still the centre of mass of the
+    network's own map around that peak).
     """
     x, _ = to_network(counts)
     arch, inp = loaded.entry.architecture, loaded.entry.input
@@ -49,7 +49,7 @@ def center_block(loaded: LoadedModel, counts: torch.Tensor, near: tuple[np.ndarr
         gx = torch.arange(prob.shape[1], dtype=prob.dtype, device=prob.device).view(1, -1, 1)
         gy = torch.arange(prob.shape[2], dtype=prob.dtype, device=prob.device).view(1, 1, -1)
         px, py = (torch.as_tensor(v, dtype=prob.dtype, device=prob.device).view(-1, 1, 1) for v in near)
-        prior = torch.exp(-((gx - px) ** 2 + (gy - py) ** 2) / (2 * spread**2))
+        prior = (((gx - px) ** 2 + (gy - py) ** 2) <= spread**2).to(prob.dtype) + 1e-300
     qx, qy, mass = geometry.weighted_com(prob, int(inp["com_window"]), float(inp["com_floor"]), prior)
     return qx.cpu().numpy(), qy.cpu().numpy(), mass.clamp(0, 1).cpu().numpy()
 

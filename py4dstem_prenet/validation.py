@@ -33,9 +33,10 @@ def check_patterns(block: np.ndarray, first_index: int, scan_shape: tuple[int, i
     """Values of a block of patterns ``(n, Qx, Qy)`` whose first one is flat scan index ``first_index``.
 
     Rejects NaN/inf (with the count and the first scan positions), and patterns that are constant
-    (empty) or mostly negative: summing to zero or less with no positive value as large as the most
-    negative one (a wrong sign or dark level). Small negative values, as in dark-subtracted data from
-    integrating detectors or read noise at low dose, are accepted: the networks clip them to zero.
+    (empty) or mostly negative: summing to less than -3 standard errors of a zero-mean pattern, i.e.
+    negative beyond what read noise can explain (a wrong sign or dark level). Small negative values, as in
+    dark-subtracted data from integrating detectors or read noise at low dose, are accepted: the networks
+    clip them to zero.
     """
     if block.dtype.kind == "f":
         bad = ~np.isfinite(block)
@@ -49,9 +50,9 @@ def check_patterns(block: np.ndarray, first_index: int, scan_shape: tuple[int, i
             )
     flat = block.reshape(len(block), -1).astype(np.float64, copy=False)
     hi, lo = flat.max(1), flat.min(1)
-    negative = (flat.sum(1) <= 0) & (hi <= -lo)
+    negative = flat.sum(1) < -3 * flat.std(1) * np.sqrt(flat.shape[1])
     for mask, what in ((hi == lo, "constant (empty or blanked beam)"),
-                       (negative & (hi != lo), "mostly negative (sum <= 0 and no positive feature)")):
+                       (negative & (hi != lo), "mostly negative (negative beyond what noise explains)")):
         if mask.any():
             where = [np.unravel_index(first_index + i, scan_shape) for i in np.flatnonzero(mask)[:5]]
             raise InputError(
