@@ -179,8 +179,9 @@ def prenet_preprocess(self: py4DSTEM.DataCube, denoise_model: str = "default", c
     on the built-in example measuring on denoised ones triples the mean centre error); the ellipse on the
     mean of the centred, denoised patterns. The returned cube holds the denoised patterns
     (``denoise_first=False``: the raw ones), centred and corrected. This cube's calibration receives
-    ``origin_meas``, ``origin`` (fitted if ``fit``) and ``ellipse`` exactly as from :meth:`prenet_center` and :meth:`prenet_ellipse`, and the nodes
-    ``prenet_origin`` and ``prenet_ellipse`` are attached under it. Returns the denoised, centred and
+    ``origin_meas``, ``origin`` (fitted if ``fit``) and ``ellipse`` exactly as from :meth:`prenet_center`
+    and :meth:`prenet_ellipse`, and the nodes ``prenet_origin`` and ``prenet_ellipse`` are attached under
+    it. Returns the denoised, centred and
     ellipse-corrected DataCube (float32 counts) carrying copies of both nodes and the denoise metadata.
     """
     data, den_meta = self.data, None
