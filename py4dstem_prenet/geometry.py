@@ -305,18 +305,6 @@ def angle_difference(theta1: ArrayLike, theta2: ArrayLike) -> np.ndarray:
     return np.minimum(d, math.pi - d)
 
 
-def correction_matrix(
-    shape: Sequence[int],
-    qx0: ArrayLike | None = None,
-    qy0: ArrayLike | None = None,
-    ratio: ArrayLike = 1.0,
-    theta: ArrayLike = 0.0,
-) -> np.ndarray:
-    """Maps for :func:`warp` that correct measured patterns: optical axis to the detector centre and,
-    when ``ratio != 1``, ellipses to circles (py4DSTEM's convention, see module docstring)."""
-    return distortion_matrix(shape, qx0, qy0, ratio, theta)
-
-
 def correct_points(
     qx: np.ndarray, qy: np.ndarray, qx0: float, qy0: float, ratio: float, theta: float
 ) -> tuple[np.ndarray, np.ndarray]:
