@@ -6,14 +6,29 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import py4DSTEM
 
 from .validation import InputError
 
+#: Detector formats read with RosettaSciIO (extra ``[formats]``) when py4DSTEM's own importer cannot.
+RSCIIO_READERS = {".mib": "quantumdetector", ".blo": "blockfile", ".hspy": "hspy", ".zspy": "zspy",
+                  ".prz": "pantarhei", ".mrc": "mrc", ".dm4": "digitalmicrograph", ".dm3": "digitalmicrograph"}
+
+
+def _read_rsciio(path: Path) -> py4DSTEM.DataCube:
+    import importlib
+
+    reader = importlib.import_module(f"rsciio.{RSCIIO_READERS[path.suffix.lower()]}").file_reader
+    data = np.asarray(reader(str(path))[0]["data"])
+    return py4DSTEM.DataCube(data=data)
+
 
 def read_cube(path: str | Path) -> py4DSTEM.DataCube:
-    """The DataCube in ``path``: EMD/HDF5 files with ``py4DSTEM.read``, other detector formats (.mib,
-    .blo, .dm4, ...) with ``py4DSTEM.import_file``. Clear errors for missing or unreadable files."""
+    """The DataCube in ``path``: EMD/HDF5 files with ``py4DSTEM.read``, other detector formats with
+    ``py4DSTEM.import_file``, and, when that fails, with RosettaSciIO if it is installed (``pip install
+    "py4dstem-prenet[formats]"``: .mib, .blo, .hspy, .dm4, ...). Clear errors for missing or unreadable
+    files."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"input file {path} does not exist")
@@ -23,7 +38,15 @@ def read_cube(path: str | Path) -> py4DSTEM.DataCube:
         else:
             obj = py4DSTEM.import_file(str(path))
     except Exception as exc:  # readers raise many types for unreadable files
-        raise InputError(f"could not read {path} as 4D-STEM data: {type(exc).__name__}: {exc}") from exc
+        if path.suffix.lower() not in RSCIIO_READERS:
+            raise InputError(f"could not read {path} as 4D-STEM data: {type(exc).__name__}: {exc}") from exc
+        try:
+            obj = _read_rsciio(path)
+        except ImportError:
+            raise InputError(f"py4DSTEM could not read {path} ({type(exc).__name__}: {exc}); install "
+                             "RosettaSciIO (pip install 'py4dstem-prenet[formats]') to read this format") from exc
+        except Exception as exc2:
+            raise InputError(f"could not read {path} as 4D-STEM data: {type(exc2).__name__}: {exc2}") from exc2
     if not isinstance(obj, py4DSTEM.DataCube):
         found = type(obj).__name__
         raise InputError(f"{path} holds a {found}, not a 4D-STEM DataCube; point to the file (or node) of the cube")

@@ -1,5 +1,7 @@
 """The prenet command: run end to end on a file, atomic output, clear errors."""
 
+from pathlib import Path
+
 import numpy as np
 import py4DSTEM
 import pytest
@@ -50,3 +52,19 @@ def test_unreadable_input_and_unwritable_output(tmp_path, infile, untrained, cap
     assert "does not exist" in capsys.readouterr().err
     assert main(["run", str(infile), "-o", str(tmp_path / "no" / "such" / "dir.h5")]) == 2
     assert "output folder" in capsys.readouterr().err
+
+
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+
+
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="shared/realdata is not beside this checkout")
+@pytest.mark.parametrize("name", ["merlin_4x2/001_4x2_6bit.mib", "sped_blockfile_3x2/test1.blo"])
+def test_run_reads_detector_formats_py4dstem_cannot(tmp_path, name):
+    """Measured Merlin (.mib, 6-bit, saturated beam at the edge) and NanoMegas (.blo) files: py4DSTEM's
+    importer fails on both; RosettaSciIO reads them and the chain runs with the shipped weights."""
+    out = tmp_path / "out.h5"
+    assert main(["run", str(REALDATA / name), "-o", str(out), "--quiet", "--device", "cpu"]) == 0
+    back = py4DSTEM.read(str(out))
+    assert back.data.ndim == 4 and np.all(np.isfinite(back.data))
+    origin = back.tree("prenet_origin").data
+    assert np.all((origin[:2] >= 0) & (origin[:2] < back.data.shape[2]))
