@@ -42,8 +42,8 @@ def center_block(loaded: LoadedModel, counts: torch.Tensor, near: tuple[np.ndarr
     network's own map around that peak).
     """
     x, _ = to_network(counts)
-    arch, inp = loaded.entry.architecture, loaded.entry.input
-    prob = heatmap(apply_network(loaded.module, x, 2 ** arch.get("depth", 4))[:, 0]).double()
+    inp = loaded.entry.input
+    prob = heatmap(apply_network(loaded, x)[:, 0]).double()
     prior = None
     if near is not None:
         gx = torch.arange(prob.shape[1], dtype=prob.dtype, device=prob.device).view(1, -1, 1)

@@ -91,10 +91,9 @@ def _measure_centres(cube: py4DSTEM.DataCube, data, model, device, batch_size, p
 
 def _copy_node(node):
     """A fresh copy of a ``prenet_*`` node (a node belongs to one tree only)."""
-    key = node.name.replace("origin", "center")
-    meta = node.metadata[key].copy(name=key)
+    (meta,) = node.metadata.values()  # each prenet node carries exactly its provenance metadata
     make = nodes.origin_node if node.name == "prenet_origin" else nodes.ellipse_node
-    return make(*node.data, meta)
+    return make(*node.data, meta.copy(name=meta.name))
 
 
 def prenet_center(self: py4DSTEM.DataCube, model: str = "default", device: str = "auto",

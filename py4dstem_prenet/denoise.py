@@ -15,7 +15,7 @@ from .weights import LoadedModel, load_model
 def denoise_block(loaded: LoadedModel, counts: torch.Tensor) -> torch.Tensor:
     """Denoised counts ``(n, Qx, Qy)`` for noisy counts ``(n, Qx, Qy)`` (float32, on the net's device)."""
     x, scale = to_network(counts)
-    y = apply_network(loaded.module, x, 2 ** loaded.entry.architecture.get("depth", 4))
+    y = apply_network(loaded, x)
     return from_network(y, scale)
 
 

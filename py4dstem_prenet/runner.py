@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .validation import check_cube_shape, check_patterns
+from .weights import LoadedModel
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -70,7 +71,8 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
 
 
 @torch.inference_mode()
-def apply_network(net: torch.nn.Module, x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Run a fully convolutional ``net`` on ``x (N, C, H, W)`` of any size (padded, then cropped)."""
-    xp, (h, w) = pad_to_multiple(x, multiple)
-    return net(xp)[..., :h, :w]
+def apply_network(loaded: LoadedModel, x: torch.Tensor) -> torch.Tensor:
+    """Run a loaded fully convolutional U-Net on ``x (N, C, H, W)`` of any
+    size: padded to a multiple of ``2**depth``, then cropped back."""
+    xp, (h, w) = pad_to_multiple(x, 2 ** loaded.entry.architecture.get("depth", 4))
+    return loaded.module(xp)[..., :h, :w]

@@ -167,22 +167,27 @@ class LoadedModel:
     entry: ModelEntry
 
 
+def _is_file(model: str) -> bool:
+    """Whether ``model`` names a weights file (rather than a manifest entry)."""
+    return model.endswith(".safetensors") or os.sep in model
+
+
 @lru_cache(maxsize=16)
 def _load_cached(task: str, model: str, mtime: int) -> LoadedModel:
-    if model.endswith(".safetensors") or os.sep in model:
+    if _is_file(model):
         return load_user_weights(task, Path(model))
     entry = get_entry(task, model)
-    path = resolve_file(entry)
+    return _build(entry, resolve_file(entry))
+
+
+def _build(entry: ModelEntry, path: Path) -> LoadedModel:
+    """The network of ``entry`` with the tensors of ``path``, in eval mode."""
     net = build_model(entry.architecture)
-    _apply_state(net, _load_state(path), path)
-    return LoadedModel(net.eval(), entry)
-
-
-def _apply_state(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     try:
-        net.load_state_dict(state, strict=True)
+        net.load_state_dict(_load_state(path), strict=True)
     except RuntimeError as exc:
         raise WeightsError(f"weights file {path} does not fit its architecture: {exc}") from exc
+    return LoadedModel(net.eval(), entry)
 
 
 def read_user_entry(path: Path) -> dict[str, Any]:
@@ -213,10 +218,7 @@ def load_user_weights(task: str, path: Path) -> LoadedModel:
     if raw.get("task") != task:
         raise WeightsError(f"weights file {path} holds a {raw.get('task')!r} network, not a {task!r} network")
     raw.update(name=str(path), sha256=sha256_of(path), size=Path(path).stat().st_size)
-    entry = ModelEntry(**{k: v for k, v in raw.items() if k in ModelEntry.__dataclass_fields__})
-    net = build_model(entry.architecture)
-    _apply_state(net, _load_state(Path(path)), Path(path))
-    return LoadedModel(net.eval(), entry)
+    return _build(ModelEntry(**{k: v for k, v in raw.items() if k in ModelEntry.__dataclass_fields__}), Path(path))
 
 
 def load_model(task: str, model: str = "default") -> LoadedModel:
@@ -225,7 +227,7 @@ def load_model(task: str, model: str = "default") -> LoadedModel:
     ``model`` is a manifest name, ``"default"``, or the path of a ``.safetensors`` file written by
     ``prenet train``. Loaded networks are cached; a changed manifest invalidates the cache.
     """
-    source = Path(model) if (str(model).endswith(".safetensors") or os.sep in str(model)) else MANIFEST_PATH
+    source = Path(model) if _is_file(str(model)) else MANIFEST_PATH
     mtime = source.stat().st_mtime_ns if source.exists() else 0
     return _load_cached(task, str(model), mtime)
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .. import geometry
+from ..ellipse import ellipse_input
 from ..normalization import to_network
 from ..simulate.augment import AugmentRanges, distort, draw_geometry
 from ..simulate.library import PatternLibrary
@@ -146,8 +147,6 @@ class TrainingData:
     def ellipse_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int, per_mean: tuple[int, int],
                       polar: tuple[int, int], ratio_scale: float) -> Batch:
         """Network inputs from :meth:`ellipse_means`; target ``(cos 2 theta, sin 2 theta, (a/b - 1) * ratio_scale)``."""
-        from ..ellipse import ellipse_input
-
         means, labels = self.ellipse_means(rng, gen, n, per_mean)
         x = torch.cat([ellipse_input(m, *polar) for m in means])
         enc = geometry.encode_angle(labels["theta"])
