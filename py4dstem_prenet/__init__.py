@@ -8,9 +8,11 @@ parameters, units) are stated once, in :mod:`py4dstem_prenet.geometry`.
 __version__ = "0.1.0"
 
 from . import datacube as _datacube  # noqa: E402  (registers the DataCube methods)
+from .pipeline import run_chain  # noqa: E402
+from .stream import open_cube, run_file  # noqa: E402
 from .validation import InputError  # noqa: E402
 from .weights import WeightsError  # noqa: E402
 
 _datacube.register()
 
-__all__ = ["InputError", "WeightsError", "__version__"]
+__all__ = ["InputError", "WeightsError", "__version__", "open_cube", "run_chain", "run_file"]

@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
+from .validation import InputError
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from .io import check_output, read_cube, save_atomic
+    from .stream import run_file
 
-    check_output(args.output, args.overwrite)
-    cube = read_cube(args.input)
+    client = None
+    if args.scheduler:
+        try:
+            from distributed import Client
+        except ImportError as exc:
+            raise InputError("--scheduler needs Dask: pip install 'py4dstem-prenet[distributed]'") from exc
+        client = Client(args.scheduler)
     t0 = time.time()
-    result = cube.prenet_preprocess(denoise_model=args.denoise_model, center_model=args.center_model,
-                                    ellipse_model=args.ellipse_model, device=args.device,
-                                    batch_size=args.batch_size, progress=not args.quiet,
-                                    denoise_first=not args.no_denoise, fit=args.fit, robust=args.robust)
+    try:
+        out, cube = run_file(args.input, args.output, dataset=args.dataset, overwrite=args.overwrite,
+                             denoise_model=None if args.no_denoise else args.denoise_model,
+                             center_model=args.center_model, ellipse_model=args.ellipse_model, device=args.device,
+                             batch_size=args.batch_size, progress=not args.quiet, fit=args.fit, robust=args.robust,
+                             client=client)
+    finally:
+        if client is not None:
+            client.close()
     n = cube.data.shape[0] * cube.data.shape[1]
-    save_atomic(args.output, result, overwrite=args.overwrite)
-    print(f"processed {n} patterns in {time.time() - t0:.1f} s -> {args.output}")
+    print(f"processed {n} patterns in {time.time() - t0:.1f} s -> {out}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -102,10 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    r = sub.add_parser("run", help="denoise, centre and ellipse-correct a cube; write an EMD file")
+    r = sub.add_parser("run", help="denoise, centre and ellipse-correct a cube; stream it to an EMD file")
     r.add_argument("input", help="any file py4DSTEM reads (EMD/HDF5, .mib, .blo, .dm4, ...)")
     r.add_argument("-o", "--output", required=True, help="output EMD (.h5) file, written atomically")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    r.add_argument("--dataset", help="the cube's dataset path inside an HDF5 file (when it holds several)")
+    r.add_argument("--scheduler", help="address of a Dask scheduler (tcp://host:8786) whose workers do the work; "
+                   "they must see the input file at the same path")
     r.add_argument("--batch-size", type=int, default=64)
     r.add_argument("--no-denoise", action="store_true", help="measure and correct on the raw patterns")
     r.add_argument("--fit", choices=["plane", "parabola", "bezier_two", "constant"],
@@ -168,16 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prenet`` console script; returns the exit status."""
-    from .validation import InputError
     from .weights import WeightsError
 
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a killed run cleans up like Ctrl-C
     try:
         args.func(args)
     except (InputError, WeightsError, FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"prenet {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"prenet {args.command}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -8,21 +8,21 @@ DataCubes (float32 counts) and calibration written with py4DSTEM's own setters.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import py4DSTEM
 import torch
-from py4DSTEM.process.calibration.origin import fit_origin
 
 from . import geometry, nodes
-from .center import Origins, measure_origins, warp_cube
-from .denoise import denoise
+from .center import measure_origins
 from .ellipse import EllipseFit, mean_centered_pattern, measure_ellipse
+from .pipeline import ChainResult, fit_origins, run_chain, transform
 from .validation import InputError
+from .weights import LoadedModel
 
-FITS = (None, "plane", "parabola", "bezier_two", "constant")
 
-
-def _new_cube(source: py4DSTEM.DataCube, data: np.ndarray, name: str) -> py4DSTEM.DataCube:
+def _new_cube(source: py4DSTEM.DataCube, data: Any, name: str) -> py4DSTEM.DataCube:
     """A DataCube holding ``data`` with a copy of ``source``'s pixel sizes and units (no origin/ellipse)."""
     old = source.calibration
     cube = py4DSTEM.DataCube(data=data, name=name)
@@ -52,43 +52,6 @@ def _origins_from_calibration(cube: py4DSTEM.DataCube) -> tuple[np.ndarray, np.n
     return tuple(np.broadcast_to(np.asarray(o, dtype=np.float64), shape) for o in origin)
 
 
-def _fit_origins(origins: Origins, fit: str | None, robust: bool) -> tuple[np.ndarray, np.ndarray]:
-    if fit is None:
-        return origins.qx0, origins.qy0
-    qx, qy, _, _ = fit_origin((origins.qx0, origins.qy0), fitfunction=fit, robust=robust)
-    return np.asarray(qx, dtype=np.float64), np.asarray(qy, dtype=np.float64)
-
-
-def prenet_denoise(self: py4DSTEM.DataCube, model: str = "default", device: str = "auto",
-                   batch_size: int = 64, progress: bool = True) -> py4DSTEM.DataCube:
-    """Denoise every diffraction pattern (U-Net + CBAM); returns a new DataCube.
-
-    Counts in, counts out: the result has the input's shape and intensity scale (float32 counts, never
-    negative). The input is not modified. The result carries metadata ``prenet_denoise`` (model,
-    weights checksum, package version) and the input's pixel sizes.
-    """
-    data, loaded = denoise(self.data, model, device, batch_size, progress)
-    cube = _new_cube(self, data, f"{self.name}_denoised")
-    cube.metadata = nodes.provenance("denoise", loaded, units="counts")
-    return cube
-
-
-def _measure_centres(cube: py4DSTEM.DataCube, data, model, device, batch_size, progress, fit, robust):
-    """Measure origins on ``data``, write them to ``cube``'s calibration, attach ``prenet_origin``."""
-    if fit not in FITS:
-        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
-    origins, loaded = measure_origins(data, model, device, batch_size, progress)
-    qx0, qy0 = _fit_origins(origins, fit, robust)
-    cal = cube.calibration
-    cal.set_origin_meas((origins.qx0, origins.qy0))
-    cal.set_origin((qx0, qy0))
-    meta = nodes.provenance("center", loaded, units="pixels", fit=str(fit), robust=bool(robust),
-                            aligned_with="fit" if fit else "measured")
-    node = nodes.origin_node(origins.qx0, origins.qy0, origins.confidence, meta)
-    cube.tree(node, force=True)
-    return qx0, qy0, node
-
-
 def _copy_node(node):
     """A fresh copy of a ``prenet_*`` node (a node belongs to one tree only)."""
     (meta,) = node.metadata.values()  # each prenet node carries exactly its provenance metadata
@@ -96,9 +59,37 @@ def _copy_node(node):
     return make(*node.data, meta.copy(name=meta.name))
 
 
+def prenet_denoise(self: py4DSTEM.DataCube, model: str = "default", device: str = "auto",
+                   batch_size: int = 64, progress: bool = True, client: Any = None) -> py4DSTEM.DataCube:
+    """Denoise every diffraction pattern (U-Net + CBAM); returns a new DataCube.
+
+    Counts in, counts out: the result has the input's shape and intensity scale (float32 counts, never
+    negative). The input is not modified. The result carries metadata ``prenet_denoise`` (model,
+    weights checksum, package version) and the input's pixel sizes. ``client``: a
+    ``dask.distributed.Client`` to spread the work over a cluster (same result).
+    """
+    data, loaded = transform(self.data, denoise_model=model, device=device, batch_size=batch_size,
+                             progress=progress, client=client)
+    cube = _new_cube(self, data, f"{self.name}_denoised")
+    cube.metadata = nodes.provenance("denoise", loaded, units="counts")
+    return cube
+
+
+def _write_origins(cube: py4DSTEM.DataCube, origins, qx0, qy0, loaded: LoadedModel, fit, robust):
+    """Write measured and aligned origins to ``cube``'s calibration; attach and return ``prenet_origin``."""
+    cal = cube.calibration
+    cal.set_origin_meas((origins.qx0, origins.qy0))
+    cal.set_origin((qx0, qy0))
+    meta = nodes.provenance("center", loaded, units="pixels", fit=str(fit), robust=bool(robust),
+                            aligned_with="fit" if fit else "measured")
+    node = nodes.origin_node(origins.qx0, origins.qy0, origins.confidence, meta)
+    cube.tree(node, force=True)
+    return node
+
+
 def prenet_center(self: py4DSTEM.DataCube, model: str = "default", device: str = "auto",
                   batch_size: int = 64, progress: bool = True, align: bool = True,
-                  fit: str | None = None, robust: bool = False):
+                  fit: str | None = None, robust: bool = False, client: Any = None):
     """Measure the optical axis ``(qx0, qy0)`` of every pattern and (by default) align the patterns.
 
     Writes to this cube's calibration: ``set_origin_meas`` gets the raw per-pattern measurement;
@@ -112,32 +103,37 @@ def prenet_center(self: py4DSTEM.DataCube, model: str = "default", device: str =
     Returns the aligned DataCube (every optical axis moved to the detector centre by a bicubic
     sub-pixel translation, counts conserved; its calibration says the origin is the centre and it
     carries its own ``prenet_origin`` copy), or with ``align=False`` the ``prenet_origin`` node.
+    ``client``: a ``dask.distributed.Client`` to spread the work over a cluster (same result).
     """
-    qx0, qy0, node = _measure_centres(self, self.data, model, device, batch_size, progress, fit, robust)
+    origins, loaded, _ = measure_origins(self.data, model, device, batch_size, progress, client=client)
+    qx0, qy0 = fit_origins(origins, fit, robust)
+    node = _write_origins(self, origins, qx0, qy0, loaded, fit, robust)
     if not align:
         return node
-    cube = _new_cube(self, warp_cube(self.data, qx0, qy0, device=device, batch_size=batch_size,
-                                     progress=progress), f"{self.name}_centered")
+    data, _ = transform(self.data, qx0=qx0, qy0=qy0, device=device, batch_size=batch_size, progress=progress,
+                        client=client)
+    cube = _new_cube(self, data, f"{self.name}_centered")
     _mark_centred(cube)
     cube.tree(_copy_node(node), force=True)
     return cube
 
 
-def _measure_and_write_ellipse(cube: py4DSTEM.DataCube, data, qx0, qy0, model, device, batch_size, progress):
-    mean = mean_centered_pattern(data, qx0, qy0, device, batch_size, progress)
-    fit, loaded = measure_ellipse(mean, model, device)
+def _write_ellipse(cube: py4DSTEM.DataCube, mean: np.ndarray, fit: EllipseFit, loaded: LoadedModel):
+    """Write the ellipse to ``cube``'s calibration (py4DSTEM's ``(a, b, theta)``, ``b = 1``); attach and
+    return ``prenet_ellipse`` (the mean pattern before and after the correction)."""
     a, b, theta = geometry.ellipse_to_py4dstem(fit.ratio, fit.theta)
     cube.calibration.set_ellipse((a, b, theta))
     f = geometry.distortion_matrix(mean.shape, ratio=fit.ratio, theta=fit.theta)
-    corrected = geometry.warp(torch.from_numpy(mean)[None], f, preserve_counts=True)[0].numpy()
+    corrected = geometry.warp(torch.from_numpy(mean.astype(np.float32))[None], f, preserve_counts=True)[0].numpy()
     meta = nodes.provenance("ellipse", loaded, ratio=fit.ratio, theta=fit.theta, a=a, b=b,
                             confidence=fit.confidence, units="a/b dimensionless, theta radians from qx to qy")
-    cube.tree(nodes.ellipse_node(mean, corrected, meta), force=True)
-    return fit
+    node = nodes.ellipse_node(mean, corrected, meta)
+    cube.tree(node, force=True)
+    return node
 
 
 def prenet_ellipse(self: py4DSTEM.DataCube, model: str = "default", device: str = "auto",
-                   batch_size: int = 64, progress: bool = True, correct: bool = True):
+                   batch_size: int = 64, progress: bool = True, correct: bool = True, client: Any = None):
     """Measure the elliptical distortion from the mean centred pattern and (by default) correct it.
 
     Needs an origin in the calibration (run :meth:`prenet_center` first, or call this on the cube it
@@ -149,52 +145,62 @@ def prenet_ellipse(self: py4DSTEM.DataCube, model: str = "default", device: str 
     Attaches a ``prenet_ellipse`` node (mean pattern before/after) under this cube. Returns the corrected
     DataCube (optical axis at the detector centre, circular rings, counts conserved), or with
     ``correct=False`` the measured :class:`~py4dstem_prenet.ellipse.EllipseFit`.
+    ``client``: a ``dask.distributed.Client`` to spread the work over a cluster (same result).
     """
     qx0, qy0 = _origins_from_calibration(self)
     cx, cy = geometry.detector_center(self.data.shape)
     centred = bool(np.all(qx0 == cx) and np.all(qy0 == cy))
-    fit = _measure_and_write_ellipse(self, self.data, None if centred else qx0, None if centred else qy0,
-                                     model, device, batch_size, progress)
+    mean = mean_centered_pattern(self.data, None if centred else qx0, None if centred else qy0, device,
+                                 batch_size, progress, client)
+    fit, loaded = measure_ellipse(mean, model, device)
+    node = _write_ellipse(self, mean, fit, loaded)
     if not correct:
         return fit
-    return _corrected_cube(self, self.data, qx0, qy0, fit, device, batch_size, progress)
-
-
-def _corrected_cube(source, data, qx0, qy0, fit: EllipseFit, device, batch_size, progress):
-    out = warp_cube(data, qx0, qy0, fit.ratio, fit.theta, device=device, batch_size=batch_size, progress=progress)
-    cube = _new_cube(source, out, f"{source.name}_corrected")
+    data, _ = transform(self.data, qx0=qx0, qy0=qy0, ratio=fit.ratio, theta=fit.theta, device=device,
+                        batch_size=batch_size, progress=progress, client=client)
+    cube = _new_cube(self, data, f"{self.name}_corrected")
     _mark_centred(cube)
-    cube.tree(_copy_node(source.tree("prenet_ellipse")), force=True)
+    cube.tree(_copy_node(node), force=True)
+    return cube
+
+
+def chain_result_cube(source: py4DSTEM.DataCube, data: Any, result: ChainResult, fit: str | None,
+                      robust: bool) -> py4DSTEM.DataCube:
+    """Record a :func:`pipeline.run_chain` result: ``source``'s calibration gets ``origin_meas``,
+    ``origin`` and ``ellipse`` and its tree the ``prenet_origin`` and ``prenet_ellipse`` nodes; returns
+    the corrected DataCube holding ``data`` (calibration: centred, pixel sizes of ``source``) with
+    copies of both nodes and, when denoised, the ``prenet_denoise`` metadata."""
+    origin = _write_origins(source, result.origins, result.qx0, result.qy0, result.models["center"], fit, robust)
+    ellipse = _write_ellipse(source, result.mean, result.ellipse, result.models["ellipse"])
+    cube = _new_cube(source, data, f"{source.name}_corrected")
+    _mark_centred(cube)
+    cube.tree(_copy_node(origin), force=True)
+    cube.tree(_copy_node(ellipse), force=True)
+    if "denoise" in result.models:
+        cube.metadata = nodes.provenance("denoise", result.models["denoise"], units="counts")
     return cube
 
 
 def prenet_preprocess(self: py4DSTEM.DataCube, denoise_model: str = "default", center_model: str = "default",
                       ellipse_model: str = "default", device: str = "auto", batch_size: int = 64,
                       progress: bool = True, denoise_first: bool = True, fit: str | None = None,
-                      robust: bool = False) -> py4DSTEM.DataCube:
-    """The whole chain: denoise, measure centres, measure the ellipse, then correct in one resampling.
+                      robust: bool = False, client: Any = None) -> py4DSTEM.DataCube:
+    """The whole chain (:func:`pipeline.run_chain`): measure centres and the mean centred pattern in one
+    pass, the ellipse on that mean, then denoise and correct (shift + ellipse, one resampling) in a
+    second pass.
 
-    Centres are measured on the patterns as recorded (the centre network was trained on noisy patterns;
-    on the built-in example measuring on denoised ones triples the mean centre error); the ellipse on the
-    mean of the centred, denoised patterns. The returned cube holds the denoised patterns
-    (``denoise_first=False``: the raw ones), centred and corrected. This cube's calibration receives
-    ``origin_meas``, ``origin`` (fitted if ``fit``) and ``ellipse`` exactly as from :meth:`prenet_center`
-    and :meth:`prenet_ellipse`, and the nodes ``prenet_origin`` and ``prenet_ellipse`` are attached under
-    it. Returns the denoised, centred and
-    ellipse-corrected DataCube (float32 counts) carrying copies of both nodes and the denoise metadata.
+    Centres are measured on the patterns as recorded (the centre network was trained on noisy patterns),
+    the ellipse on the mean of the recorded patterns centred at the measured origins. The returned cube
+    holds the denoised patterns (``denoise_first=False``: the raw ones), centred and corrected. This
+    cube's calibration receives ``origin_meas``, ``origin`` (fitted if ``fit``) and ``ellipse`` exactly
+    as from :meth:`prenet_center` and :meth:`prenet_ellipse`, and the nodes ``prenet_origin`` and
+    ``prenet_ellipse`` are attached under it. Returns the denoised, centred and ellipse-corrected
+    DataCube (float32 counts) carrying copies of both nodes and the denoise metadata. ``client``: a
+    ``dask.distributed.Client`` to spread the work over a cluster (same result).
     """
-    data, den_meta = self.data, None
-    if denoise_first:
-        data, loaded = denoise(self.data, denoise_model, device, batch_size, progress)
-        den_meta = nodes.provenance("denoise", loaded, units="counts")
-    qx0, qy0, origin_node = _measure_centres(self, self.data, center_model, device, batch_size, progress, fit,
-                                             robust)
-    fit_e = _measure_and_write_ellipse(self, data, qx0, qy0, ellipse_model, device, batch_size, progress)
-    cube = _corrected_cube(self, data, qx0, qy0, fit_e, device, batch_size, progress)
-    cube.tree(_copy_node(origin_node), force=True)
-    if den_meta is not None:
-        cube.metadata = den_meta
-    return cube
+    data, result = run_chain(self.data, None, denoise_model if denoise_first else None, center_model,
+                             ellipse_model, device, batch_size, progress, fit, robust, client)
+    return chain_result_cube(self, data, result, fit, robust)
 
 
 def register() -> None:

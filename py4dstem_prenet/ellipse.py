@@ -13,6 +13,7 @@ whatever its radius, so one convolutional filter bank detects it on all rings at
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from torch.nn import functional as F
 
 from . import geometry
 from .normalization import to_network
-from .runner import iter_batches, resolve_device
+from .runner import map_batches, resolve_device
 from .weights import LoadedModel, load_model
 
 
@@ -34,25 +35,38 @@ class EllipseFit:
     confidence: float
 
 
+def centred_sum(counts: torch.Tensor, qx0: np.ndarray, qy0: np.ndarray) -> np.ndarray:
+    """Sum ``(Qx, Qy)`` (float64) of patterns ``(n, Qx, Qy)`` after moving each optical axis
+    ``(qx0, qy0)`` (pixels) to the detector centre (bicubic, see :func:`geometry.warp`)."""
+    f = geometry.distortion_matrix(tuple(counts.shape[-2:]), np.asarray(qx0), np.asarray(qy0))
+    return geometry.warp(counts, f).sum(0, dtype=torch.float64).cpu().numpy()
+
+
+def _centred_sum_batch(start: int, block: np.ndarray, qx0: np.ndarray | None, qy0: np.ndarray | None,
+                       device: str) -> np.ndarray:
+    x = torch.from_numpy(block).to(resolve_device(device))
+    if qx0 is None:
+        return x.sum(0, dtype=torch.float64).cpu().numpy()
+    sl = slice(start, start + len(block))
+    return centred_sum(x, qx0[sl], qy0[sl])
+
+
 def mean_centered_pattern(
     data: Any, qx0: np.ndarray | None = None, qy0: np.ndarray | None = None, device: str = "auto",
-    batch_size: int = 64, progress: bool = True,
+    batch_size: int = 64, progress: bool = True, client: Any = None,
 ) -> np.ndarray:
     """Mean pattern ``(Qx, Qy)`` of a cube after moving every optical axis to the detector centre.
 
-    Accumulated batch by batch (float64), so the cube is never held whole. Without origins the patterns
-    are averaged as they are (the cube is taken to be centred already).
+    Accumulated batch by batch (float64, :func:`centred_sum`), so the cube is never held whole.
+    Without origins the patterns are averaged as they are (the cube is taken to be centred already).
+    ``client``: a ``dask.distributed.Client`` to spread the batches over (:func:`runner.map_batches`).
     """
-    dev = resolve_device(device)
-    total = torch.zeros(tuple(data.shape[2:]), dtype=torch.float64, device=dev)
-    for start, block in iter_batches(data, batch_size, progress, "mean"):
-        x = torch.from_numpy(block).to(dev)
-        if qx0 is not None:
-            sl = slice(start, start + len(block))
-            f = geometry.distortion_matrix(block.shape[-2:], np.ravel(qx0)[sl], np.ravel(qy0)[sl])
-            x = geometry.warp(x, f)
-        total += x.sum(0, dtype=torch.float64)
-    return (total / (data.shape[0] * data.shape[1])).cpu().numpy()
+    flat = (None, None) if qx0 is None else (np.ravel(qx0).astype(np.float64), np.ravel(qy0).astype(np.float64))
+    fn = partial(_centred_sum_batch, qx0=flat[0], qy0=flat[1], device=str(device))
+    total = np.zeros(tuple(data.shape[2:]), dtype=np.float64)
+    for _, part in map_batches(fn, data, batch_size, progress, "mean", client):
+        total += part
+    return total / (data.shape[0] * data.shape[1])
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ negative.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -26,3 +27,29 @@ def to_network(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def from_network(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Network output ``(N, 1, Qx, Qy)`` in normalised square-root space -> counts ``(N, Qx, Qy)``."""
     return (y[:, 0] * scale.view(-1, 1, 1)).square()
+
+
+def to_work_grid(counts: torch.Tensor, size: int | None) -> tuple[torch.Tensor, tuple[float, float]]:
+    """Counts ``(N, Qx, Qy)`` averaged over blocks down to ``(N, size, size)`` (the grid a coarse network
+    works on), and the size of one work pixel in detector pixels ``(Qx / size, Qy / size)``.
+
+    ``size=None`` or a detector no larger than ``size`` returns the counts unchanged (factor 1). When
+    ``Qx`` is a multiple of ``size`` the blocks tile the detector exactly; otherwise they are PyTorch's
+    adaptive-average blocks, whose centres are within half a detector pixel of
+    :func:`work_to_detector`'s mapping.
+    """
+    qx, qy = counts.shape[-2:]
+    if size is None or (qx <= size and qy <= size):
+        return counts, (1.0, 1.0)
+    out = torch.nn.functional.adaptive_avg_pool2d(counts.unsqueeze(1), (min(size, qx), min(size, qy)))[:, 0]
+    return out, (qx / out.shape[-2], qy / out.shape[-1])
+
+
+def work_to_detector(q: torch.Tensor | np.ndarray, factor: float) -> torch.Tensor | np.ndarray:
+    """Position on the work grid (pixel centres at integers) -> detector pixels, one axis."""
+    return (q + 0.5) * factor - 0.5
+
+
+def detector_to_work(q: torch.Tensor | np.ndarray, factor: float) -> torch.Tensor | np.ndarray:
+    """Detector pixels -> position on the work grid, one axis (inverse of :func:`work_to_detector`)."""
+    return (q + 0.5) / factor - 0.5

@@ -8,7 +8,7 @@ block (``batch_size`` patterns) is held in memory at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -30,27 +30,56 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def iter_batches(
-    data: Any, batch_size: int = 64, progress: bool = True, desc: str = "patterns"
+    data: Any, batch_size: int = 64, progress: bool = True, desc: str = "patterns",
+    rows: tuple[int, int] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(flat_start, block)`` with ``block`` float32 ``(n, Qx, Qy)``, n <= batch_size.
 
     ``data`` is ``(Rx, Ry, Qx, Qy)``; flat index ``i`` is scan position ``np.unravel_index(i, (Rx, Ry))``.
-    Blocks are read whole scan rows at a time when a row fits in a batch (contiguous HDF5 reads).
+    Blocks are read whole scan rows at a time when a row fits in a batch (contiguous HDF5 reads);
+    ``rows = (r0, r1)`` restricts the walk to scan rows ``r0 <= rx < r1``, which must start on a
+    multiple of :func:`rows_per_read` so that the batches are exactly those of a whole-cube walk.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_cube_shape(tuple(data.shape), data.dtype)
     rx, ry = int(data.shape[0]), int(data.shape[1])
-    rows = max(1, batch_size // ry)
-    with tqdm(total=rx * ry, desc=desc, unit="pattern", disable=not progress, leave=False) as bar:
-        for r0 in range(0, rx, rows):
-            block = np.asarray(data[r0:r0 + rows], dtype=np.float32).reshape(-1, *data.shape[2:])
+    step = rows_per_read(ry, batch_size)
+    r_start, r_stop = rows or (0, rx)
+    with tqdm(total=(r_stop - r_start) * ry, desc=desc, unit="pattern", disable=not progress, leave=False) as bar:
+        for r0 in range(r_start, r_stop, step):
+            block = np.asarray(data[r0:min(r0 + step, r_stop)], dtype=np.float32).reshape(-1, *data.shape[2:])
             for s in range(0, len(block), batch_size):
                 sub = block[s:s + batch_size]
                 start = r0 * ry + s
                 check_patterns(sub, start, (rx, ry))
                 yield start, sub
                 bar.update(len(sub))
+
+
+def rows_per_read(ry: int, batch_size: int) -> int:
+    """Scan rows read at once by :func:`iter_batches`: as many whole rows as fit in a batch (at least 1)."""
+    return max(1, batch_size // ry)
+
+
+def map_batches(
+    fn: Callable[[int, np.ndarray], Any], data: Any, batch_size: int = 64, progress: bool = True,
+    desc: str = "patterns", client: Any = None,
+) -> Iterator[tuple[int, Any]]:
+    """``(flat_start, fn(flat_start, block))`` for every batch of :func:`iter_batches`, in scan order.
+
+    With a ``dask.distributed.Client`` the batches are grouped into chunks of scan rows that the
+    cluster's workers process (:mod:`py4dstem_prenet.distributed`); the batches, and so the results,
+    are the same as in this process. ``fn`` must then be picklable (a module-level function or a
+    ``functools.partial`` of one).
+    """
+    if client is None:
+        for start, block in iter_batches(data, batch_size, progress, desc):
+            yield start, fn(start, block)
+        return
+    from .distributed import map_chunks
+
+    yield from map_chunks(client, fn, data, batch_size, progress, desc)
 
 
 def write_block(out: Any, start: int, block: np.ndarray) -> None:

@@ -82,7 +82,7 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
             if name == "ours":
                 qx, qy = _ours_center(noisy, model, device)
             elif name == "ours: network only":
-                found, _ = measure_origins(noisy[None], model, device, progress=False, refine=False)
+                found, _, _ = measure_origins(noisy[None], model, device, progress=False, refine=False)
                 qx, qy = found.qx0[0], found.qy0[0]
             else:
                 qx, qy = classical.CENTER_METHODS[name](noisy)

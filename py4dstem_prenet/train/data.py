@@ -17,7 +17,7 @@ import torch
 
 from .. import geometry
 from ..ellipse import ellipse_input
-from ..normalization import to_network
+from ..normalization import detector_to_work, to_network, to_work_grid
 from ..simulate.augment import AugmentRanges, distort, draw_geometry
 from ..simulate.library import PatternLibrary
 from ..simulate.noise import DetectorEffects, add_noise, log_uniform
@@ -115,13 +115,18 @@ class TrainingData:
             x = torch.stack([x[i, :, a:a + crop, b:b + crop] for i, (a, b) in enumerate(zip(ox, oy, strict=True))])
             target = torch.stack([target[i, :, a:a + crop, b:b + crop]
                                   for i, (a, b) in enumerate(zip(ox, oy, strict=True))])
-        return Batch(x, target, {**params, "dose": dose})
+        return Batch(x, target, {**params, "dose": dose, "scale": scale.numpy()})
 
-    def center_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int, sigma: float) -> Batch:
-        """Noisy input; target: a Gaussian heatmap at the true optical axis."""
+    def center_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int, sigma: float,
+                     work_size: int | None) -> Batch:
+        """Noisy input on the network's work grid (:func:`normalization.to_work_grid`); target: a
+        Gaussian heatmap of ``sigma`` work pixels at the true optical axis. Labels stay in detector pixels."""
         _, dose, noisy, params = self._noisy(rng, gen, n)
-        x, _ = to_network(noisy)
-        return Batch(x, heatmap_target(self.shape, params["qx0"], params["qy0"], sigma), {**params, "dose": dose})
+        work, (fx, fy) = to_work_grid(noisy, work_size)
+        x, _ = to_network(work)
+        target = heatmap_target(tuple(work.shape[-2:]), detector_to_work(params["qx0"], fx),
+                                detector_to_work(params["qy0"], fy), sigma)
+        return Batch(x, target, {**params, "dose": dose, "work_factor": np.array([fx, fy])})
 
     def ellipse_means(self, rng: np.random.Generator, gen: torch.Generator, n: int,
                       per_mean: tuple[int, int]) -> tuple[torch.Tensor, dict[str, np.ndarray]]:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from .. import __version__, geometry
 from ..ellipse import decode_output
 from ..models import build_model
+from ..normalization import work_to_detector
 from ..runner import resolve_device
 from ..simulate.library import PatternLibrary
 from ..simulate.structures import list_structures
@@ -39,7 +40,7 @@ def make_batch(task: str, data: TrainingData, seed: int, step: int, n: int) -> B
     if task == "denoise":
         return data.denoise_batch(rng, gen, n, inp.get("train_crop"))
     if task == "center":
-        return data.center_batch(rng, gen, n, inp["heatmap_sigma"])
+        return data.center_batch(rng, gen, n, inp["heatmap_sigma"], inp.get("work_size"))
     return data.ellipse_batch(rng, gen, n, tuple(inp["patterns_per_mean"]), (inp["n_r"], inp["n_theta"]),
                               inp["ratio_scale"])
 
@@ -48,15 +49,21 @@ def loss_and_metrics(task: str, net: nn.Module, batch: Batch, device: torch.devi
     """Training loss and task metrics (denoise: PSNR dB; centre: mean radial error px; ellipse: errors)."""
     x, target = batch.x.to(device), batch.target.to(device)
     y = net(x)
-    if task == "denoise":
-        mse = torch.mean((y - target) ** 2, dim=(1, 2, 3))
-        return mse.mean(), {"psnr_db": (-10 * torch.log10(mse.detach().clamp_min(1e-12))).mean().item()}
+    if task == "denoise":  # MSE in counts relative to the input's Poisson MSE (the mean expected count)
+        scale = torch.as_tensor(batch.labels["scale"], dtype=y.dtype, device=device).view(-1, 1, 1, 1)
+        expected = (target * scale).square()
+        ratio = ((y * scale).square() - expected).square().mean((1, 2, 3)) / expected.mean((1, 2, 3)).clamp_min(1e-3)
+        mse = torch.mean((y - target) ** 2, dim=(1, 2, 3)).detach()
+        return ratio.mean(), {"mse_ratio": ratio.detach().mean().item(),
+                              "psnr_db": (-10 * torch.log10(mse.clamp_min(1e-12))).mean().item()}
     if task == "center":
         inp, n = INPUTS["center"], y.shape[0]
         logp = torch.log_softmax(y.reshape(n, -1), dim=1)
         t = target.reshape(n, -1)
         cross_entropy = -(t / t.sum(1, keepdim=True) * logp).sum(1).mean()
         qx, qy, _ = geometry.weighted_com(logp.exp().reshape(y[:, 0].shape), inp["com_window"], inp["com_floor"])
+        fx, fy = batch.labels["work_factor"]
+        qx, qy = work_to_detector(qx, fx), work_to_detector(qy, fy)
         err = torch.hypot(qx - torch.as_tensor(batch.labels["qx0"], dtype=qx.dtype, device=device),
                           qy - torch.as_tensor(batch.labels["qy0"], dtype=qy.dtype, device=device))
         return cross_entropy + err.mean(), {"mae_r_px": err.detach().mean().item(),

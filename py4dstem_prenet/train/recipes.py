@@ -15,7 +15,7 @@ _RESNET = {"name": "resnet", "in_channels": 1, "outputs": 3}
 ARCHITECTURES: dict[str, dict[str, dict[str, Any]]] = {
     "denoise": {"compact": {**_UNET, "base": 8, "cbam": True, "out_activation": "relu", "residual": True},
                 "paper": {**_UNET, "base": 32, "cbam": True, "out_activation": "relu", "residual": True}},
-    "center": {"compact": {**_UNET, "base": 8, "cbam": False, "out_activation": "none"},
+    "center": {"compact": {**_UNET, "base": 8, "depth": 3, "cbam": False, "out_activation": "none"},
                "paper": {**_UNET, "base": 32, "cbam": False, "out_activation": "none"}},
     "ellipse": {
         "compact": {**_RESNET, "base": 16, "layers": [2, 2, 2, 2], "bottleneck": False},  # ResNet-18 layout
@@ -26,9 +26,10 @@ ARCHITECTURES: dict[str, dict[str, dict[str, Any]]] = {
 #: What inference needs besides the weights (see normalization, center and ellipse modules).
 INPUTS: dict[str, dict[str, Any]] = {
     "denoise": {"normalization": "sqrt(counts) / max per pattern", "output": "same space, -> counts",
-                "train_crop": 64},
-    "center": {"normalization": "sqrt(counts) / max per pattern", "heatmap": "softmax of the logits",
-               "heatmap_sigma": 1.5, "com_window": 6, "com_floor": 0.0},
+                "train_crop": 64, "loss": "MSE of the counts / mean expected count (the input's Poisson MSE)"},
+    "center": {"normalization": "block mean to work_size x work_size, then sqrt(counts) / max per pattern",
+               "work_size": 32, "heatmap": "softmax of the logits", "heatmap_sigma": 1.0, "com_window": 4,
+               "com_floor": 0.0, "units": "heatmap_sigma and com_window in work pixels"},
     "ellipse": {"normalization": "sqrt(counts) / max of the mean centred pattern",
                 "input": "log-polar, radii 2 px .. 0.95 Q/2", "n_r": 64, "n_theta": 128,
                 "ratio_scale": 10.0, "patterns_per_mean": [4, 24]},
@@ -39,7 +40,8 @@ _PAPER = {"batch": 64, "lr": 1e-3, "val_every": 1000, "val_batches": 32, "patien
 _COMPACT = {"batch": 16, "lr": 2e-3, "val_every": 100, "val_batches": 8, "patience": 8}
 
 TRAINING: dict[str, dict[str, dict[str, Any]]] = {
-    "denoise": {"compact": {**_COMPACT, "steps": 2000}, "paper": {**_PAPER, "steps": 60000}},
-    "center": {"compact": {**_COMPACT, "steps": 4000}, "paper": {**_PAPER, "steps": 60000}},
+    "denoise": {"compact": {**_COMPACT, "steps": 6000}, "paper": {**_PAPER, "steps": 60000}},
+    "center": {"compact": {**_COMPACT, "batch": 32, "steps": 8000, "val_batches": 16, "patience": 12},
+               "paper": {**_PAPER, "steps": 60000}},
     "ellipse": {"compact": {**_COMPACT, "steps": 3000}, "paper": {**_PAPER, "steps": 30000}},
 }
