@@ -1,4 +1,4 @@
-"""The ``prenet`` command: run, demo, simulate, train, evaluate, weights."""
+"""The ``prenet`` command: run, demo, report, simulate, train, evaluate, weights."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .example import load_example
     from .io import save_atomic
-    from .plots import summary_figure
+    from .reporting import report
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,8 +47,18 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     print(f"example cube (simulated with abTEM + this package's noise model): shape {cube.data.shape}")
     result = cube.prenet_preprocess(device=args.device, progress=not args.quiet)
     h5 = save_atomic(out / "prenet_demo.h5", result, overwrite=True)
-    png = summary_figure(cube, result, truth, out / "prenet_demo.png")
-    print(f"wrote {h5} and {png}")
+    png, page = report(result, out / "prenet_demo.png", raw=cube, truth=truth)
+    print(f"wrote {h5}, {png} and {page}")
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from .reporting import report
+    from .stream import open_cube
+
+    result = open_cube(args.processed)
+    raw = open_cube(args.input, args.dataset) if args.input else None
+    png, page = report(result, args.output, raw=raw)
+    print(f"wrote {png} and {page}")
 
 
 def _cmd_simulate(args: argparse.Namespace) -> None:
@@ -134,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output-dir", default="prenet_demo", help="folder for prenet_demo.h5 and .png")
     common(d)
     d.set_defaults(func=_cmd_demo)
+
+    q = sub.add_parser("report", help="QA report (PNG + HTML) of a cube written by prenet run")
+    q.add_argument("processed", help="output EMD file of prenet run")
+    q.add_argument("-o", "--output", required=True, help="PNG path (the HTML page is written beside it)")
+    q.add_argument("--input", help="the raw input file, for example patterns before/after denoising")
+    q.add_argument("--dataset", help="the cube's dataset path inside the raw HDF5 file (when it holds several)")
+    q.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("simulate", help="simulate a library of clean patterns with abTEM (extra [simulate])")
     s.add_argument("output", help="library HDF5 file (resumed if it exists)")

@@ -63,8 +63,9 @@ def open_cube(path: str | Path, dataset: str | None = None) -> py4DSTEM.DataCube
 
     In an HDF5 file the cube is ``dataset`` (a path inside the file), or else the file's only
     py4DSTEM DataCube, or else its only 4D dataset; pixel sizes and units come from the EMD calibration
-    when there is one. The file stays open (read-only) while the cube is in use. The data are whatever
-    the file holds (e.g. uint16 counts); every method converts batch by batch.
+    when there is one, and the ``prenet_*`` nodes under the cube (as ``prenet run`` writes them) are
+    attached. The file stays open (read-only) while the cube is in use. The data are whatever the file
+    holds (e.g. uint16 counts); every method converts batch by batch.
     """
     path = Path(path)
     if not path.is_file():
@@ -97,6 +98,9 @@ def open_cube(path: str | Path, dataset: str | None = None) -> py4DSTEM.DataCube
     for key, value in cal.items():
         cube.calibration[key] = value
     cube.calibration.calibrate()
+    for name, child in data.parent.items():  # the small nodes this package wrote (prenet run output)
+        if name.startswith("prenet_") and isinstance(child, h5py.Group) and "emd_group_type" in child.attrs:
+            cube.tree(py4DSTEM.read(str(path), datapath=child.name.lstrip("/"), tree=False), force=True)
     return cube
 
 
