@@ -56,30 +56,34 @@ def _set_worker_threads() -> None:
         pass
 
 
-def _run_chunk(fn: Callable[[int, np.ndarray], Any], payload: HDF5Rows | np.ndarray, shape: tuple[int, ...],
-               dtype: str, rows: tuple[int, int], batch_size: int) -> list[tuple[int, Any]]:
+def _run_chunk(fn: Callable[[int, np.ndarray], Any], payload: HDF5Rows | tuple[int, np.ndarray],
+               shape: tuple[int, ...], dtype: str, rows: tuple[int, int], batch_size: int,
+               neighbours: bool) -> list[tuple[int, Any]]:
     _set_worker_threads()
+    kw = {"rows": rows, "neighbours": neighbours}
     if isinstance(payload, HDF5Rows):
         import h5py
 
         with h5py.File(payload.path, "r") as f:
-            return [(s, fn(s, b)) for s, b in iter_batches(f[payload.dataset], batch_size, False, rows=rows)]
-    window = _RowWindow(payload, rows[0], shape, np.dtype(dtype))
-    return [(s, fn(s, b)) for s, b in iter_batches(window, batch_size, False, rows=rows)]
+            return [(s, fn(s, b)) for s, b in iter_batches(f[payload.dataset], batch_size, False, **kw)]
+    window = _RowWindow(payload[1], payload[0], shape, np.dtype(dtype))
+    return [(s, fn(s, b)) for s, b in iter_batches(window, batch_size, False, **kw)]
 
 
-def _payload(data: Any, rows: tuple[int, int]) -> HDF5Rows | np.ndarray:
+def _payload(data: Any, rows: tuple[int, int], halo: int) -> HDF5Rows | tuple[int, np.ndarray]:
+    """What a worker needs to read ``rows`` (plus ``halo`` rows each side): the file, or the rows."""
     try:
         import h5py
     except ImportError:  # pragma: no cover - h5py comes with py4DSTEM
         h5py = None
     if h5py is not None and isinstance(data, h5py.Dataset):
         return HDF5Rows(str(data.file.filename), str(data.name))
-    return np.asarray(data[rows[0]:rows[1]])
+    lo = max(0, rows[0] - halo)
+    return lo, np.asarray(data[lo:rows[1] + halo])
 
 
 def map_chunks(client: Any, fn: Callable[[int, np.ndarray], Any], data: Any, batch_size: int, progress: bool,
-               desc: str) -> Iterator[tuple[int, Any]]:
+               desc: str, neighbours: bool = False) -> Iterator[tuple[int, Any]]:
     """``(flat_start, fn(flat_start, block))`` for every batch, in scan order, computed by ``client``'s
     workers (see the module docstring)."""
     shape = tuple(int(s) for s in data.shape)
@@ -93,8 +97,9 @@ def map_chunks(client: Any, fn: Callable[[int, np.ndarray], Any], data: Any, bat
         while True:
             while len(pending) < 2 * workers and (r0 := next(starts, None)) is not None:
                 rows = (r0, min(r0 + chunk_rows, rx))
-                pending.append((client.submit(_run_chunk, fn, _payload(data, rows), shape, str(data.dtype), rows,
-                                              batch_size, pure=False), (rows[1] - rows[0]) * ry))
+                payload = _payload(data, rows, 1 if neighbours else 0)
+                pending.append((client.submit(_run_chunk, fn, payload, shape, str(data.dtype), rows, batch_size,
+                                              neighbours, pure=False), (rows[1] - rows[0]) * ry))
             if not pending:
                 return
             future, n = pending.popleft()

@@ -35,8 +35,9 @@ FITS = (None, "plane", "parabola", "bezier_two", "constant")
 
 def _transform_batch(start: int, block: np.ndarray, denoise_model: str | None, qx0: np.ndarray | None,
                      qy0: np.ndarray | None, ratio: float, theta: float, device: str) -> np.ndarray:
-    """One batch of the transform pass: denoise (if a model is given), then one resampling (if origins
-    are given) that moves each optical axis to the detector centre and makes rings circular."""
+    """One batch of the transform pass: denoise (if a model is given; ``block`` then holds each pattern's
+    scan neighbours too when the model uses them), then one resampling (if origins are given) that moves
+    each optical axis to the detector centre and makes rings circular."""
     dev = resolve_device(device)
     x = torch.from_numpy(block).to(dev)
     if denoise_model is not None:
@@ -70,9 +71,11 @@ def transform(
     fn = partial(_transform_batch, denoise_model=denoise_model, qx0=flat[0], qy0=flat[1], ratio=float(ratio),
                  theta=float(theta), device=str(device))
     desc = "denoise" if qx0 is None else "align" if denoise_model is None else "denoise + align"
-    for start, res in map_batches(fn, data, batch_size, progress, desc, client):
+    loaded = None if denoise_model is None else load_model("denoise", denoise_model)
+    neighbours = bool(loaded is not None and loaded.entry.input.get("neighbours", 0))
+    for start, res in map_batches(fn, data, batch_size, progress, desc, client, neighbours):
         write_block(out, start, res)
-    return out, None if denoise_model is None else load_model("denoise", denoise_model)
+    return out, loaded
 
 
 def fit_origins(origins: Origins, fit: str | None, robust: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def iter_batches(
     data: Any, batch_size: int = 64, progress: bool = True, desc: str = "patterns",
-    rows: tuple[int, int] | None = None,
+    rows: tuple[int, int] | None = None, neighbours: bool = False,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(flat_start, block)`` with ``block`` float32 ``(n, Qx, Qy)``, n <= batch_size.
 
@@ -39,6 +39,9 @@ def iter_batches(
     Blocks are read whole scan rows at a time when a row fits in a batch (contiguous HDF5 reads);
     ``rows = (r0, r1)`` restricts the walk to scan rows ``r0 <= rx < r1``, which must start on a
     multiple of :func:`rows_per_read` so that the batches are exactly those of a whole-cube walk.
+    With ``neighbours`` each block is ``(n, 5, Qx, Qy)``: the pattern and its scan neighbours up, down,
+    left and right (one extra row is read on each side; at the scan's edge the neighbour on the other
+    side stands in).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -48,13 +51,33 @@ def iter_batches(
     r_start, r_stop = rows or (0, rx)
     with tqdm(total=(r_stop - r_start) * ry, desc=desc, unit="pattern", disable=not progress, leave=False) as bar:
         for r0 in range(r_start, r_stop, step):
-            block = np.asarray(data[r0:min(r0 + step, r_stop)], dtype=np.float32).reshape(-1, *data.shape[2:])
+            r1 = min(r0 + step, r_stop)
+            lo, hi = (max(0, r0 - 1), min(rx, r1 + 1)) if neighbours else (r0, r1)
+            read = np.asarray(data[lo:hi], dtype=np.float32)
+            block = read[r0 - lo:r1 - lo].reshape(-1, *data.shape[2:])
+            if neighbours:
+                block = _with_neighbours(read, lo, r0, r1, rx)
             for s in range(0, len(block), batch_size):
                 sub = block[s:s + batch_size]
                 start = r0 * ry + s
-                check_patterns(sub, start, (rx, ry))
+                check_patterns(sub[:, 0] if neighbours else sub, start, (rx, ry))
                 yield start, sub
                 bar.update(len(sub))
+
+
+def _with_neighbours(read: np.ndarray, lo: int, r0: int, r1: int, rx: int) -> np.ndarray:
+    """``(n, 5, Qx, Qy)`` for scan rows ``r0..r1`` of ``read`` (rows ``lo..`` of a scan of ``rx`` rows):
+    each pattern, then its neighbours up, down, left, right (mirrored at the scan's edge)."""
+    ry = read.shape[1]
+    g = np.arange(r0, r1)
+    up = np.where(g > 0, g - 1, np.minimum(g + 1, rx - 1)) - lo
+    down = np.where(g < rx - 1, g + 1, np.maximum(g - 1, 0)) - lo
+    c = np.arange(ry)
+    left = np.where(c > 0, c - 1, np.minimum(c + 1, ry - 1))
+    right = np.where(c < ry - 1, c + 1, np.maximum(c - 1, 0))
+    here = g - lo
+    stack = [read[here], read[up], read[down], read[here][:, left], read[here][:, right]]
+    return np.stack(stack, axis=2).reshape(-1, 5, *read.shape[2:])
 
 
 def rows_per_read(ry: int, batch_size: int) -> int:
@@ -64,9 +87,10 @@ def rows_per_read(ry: int, batch_size: int) -> int:
 
 def map_batches(
     fn: Callable[[int, np.ndarray], Any], data: Any, batch_size: int = 64, progress: bool = True,
-    desc: str = "patterns", client: Any = None,
+    desc: str = "patterns", client: Any = None, neighbours: bool = False,
 ) -> Iterator[tuple[int, Any]]:
-    """``(flat_start, fn(flat_start, block))`` for every batch of :func:`iter_batches`, in scan order.
+    """``(flat_start, fn(flat_start, block))`` for every batch of :func:`iter_batches` (with
+    ``neighbours`` as there), in scan order.
 
     With a ``dask.distributed.Client`` the batches are grouped into chunks of scan rows that the
     cluster's workers process (:mod:`py4dstem_prenet.distributed`); the batches, and so the results,
@@ -74,12 +98,12 @@ def map_batches(
     ``functools.partial`` of one).
     """
     if client is None:
-        for start, block in iter_batches(data, batch_size, progress, desc):
+        for start, block in iter_batches(data, batch_size, progress, desc, neighbours=neighbours):
             yield start, fn(start, block)
         return
     from .distributed import map_chunks
 
-    yield from map_chunks(client, fn, data, batch_size, progress, desc)
+    yield from map_chunks(client, fn, data, batch_size, progress, desc, neighbours)
 
 
 def write_block(out: Any, start: int, block: np.ndarray) -> None:

@@ -11,7 +11,7 @@ import torch
 
 import py4dstem_prenet  # noqa: F401  (registers the DataCube methods)
 from py4dstem_prenet.models import build_model
-from py4dstem_prenet.train.recipes import ARCHITECTURES, INPUTS
+from py4dstem_prenet.train.recipes import ARCHITECTURES, inputs_for
 from py4dstem_prenet.weights import write_weights
 
 
@@ -44,7 +44,7 @@ def untrained(tmp_path_factory):
     for task in ("denoise", "center", "ellipse"):
         torch.manual_seed(0)
         net = build_model(ARCHITECTURES[task]["compact"])
-        entry = {"task": task, "architecture": ARCHITECTURES[task]["compact"], "input": INPUTS[task],
+        entry = {"task": task, "architecture": ARCHITECTURES[task]["compact"], "input": inputs_for(task, "compact"),
                  "recipe": {"note": "random initialisation, for plumbing tests only"}, "metrics": {}}
         paths[task] = str(write_weights(folder / f"{task}.safetensors", net.state_dict(), entry))
     return paths

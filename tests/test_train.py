@@ -31,6 +31,7 @@ def test_batches_are_pure_functions_of_seed_and_step(library):
         assert torch.equal(a.x, b.x) and torch.equal(a.target, b.target)
         assert not torch.equal(a.x, make_batch(task, data, 0, 6, 4).x)
     assert make_batch("denoise", data, 0, 0, 4).x.shape[-1] == recipes.INPUTS["denoise"]["train_crop"]
+    assert make_batch("denoise", data, 0, 0, 4, "compact-neighbours").x.shape[1] == 6
 
 
 @pytest.mark.parametrize("task", ["center", "ellipse", "denoise"])

@@ -49,8 +49,9 @@ class UNet(nn.Module):
     depth : number of 2x down-samplings; input sides must be divisible by ``2**depth``.
     cbam : add CBAM attention after every encoder/bottleneck block (the denoiser).
     out_activation : ``"sigmoid"`` (non-negative, bounded output), ``"softplus"`` or ``"none"``.
-    residual : add the input to the output (before the activation): the network learns a correction,
-        so the identity (nothing to remove) is easy to represent. Needs ``in_channels == out_channels``.
+    residual : add the first ``out_channels`` input channels to the output (before the activation): the
+        network learns a correction, so the identity (nothing to remove) is easy to represent; further
+        input channels (neighbouring patterns, a noise-level map) only inform the correction.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base: int = 8, depth: int = 4,
@@ -58,8 +59,8 @@ class UNet(nn.Module):
         super().__init__()
         if out_activation not in ("sigmoid", "softplus", "none", "relu"):
             raise ValueError(f"out_activation must be sigmoid, softplus, relu or none, got {out_activation!r}")
-        if residual and in_channels != out_channels:
-            raise ValueError("a residual U-Net needs in_channels == out_channels")
+        if residual and in_channels < out_channels:
+            raise ValueError("a residual U-Net needs in_channels >= out_channels")
         self.depth, self.out_activation, self.residual = depth, out_activation, residual
         chans = [base * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList([ConvBlock(in_channels, chans[0], cbam)])
@@ -78,7 +79,7 @@ class UNet(nn.Module):
         x = skips.pop()
         for up, dec in zip(self.up, self.dec, strict=True):
             x = dec(torch.cat([up(x), skips.pop()], dim=1))
-        x = self.head(x) + (inp if self.residual else 0)
+        x = self.head(x) + (inp[:, :self.head.out_channels] if self.residual else 0)
         if self.out_activation == "relu":
             return F.relu(x)
         if self.out_activation == "sigmoid":

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .. import geometry
+from ..denoise import denoise_input
 from ..ellipse import ellipse_input
 from ..normalization import detector_to_work, to_network, to_work_grid
 from ..simulate.augment import AugmentRanges, distort, draw_geometry
@@ -95,17 +96,41 @@ class TrainingData:
         params = draw_geometry(rng, n, self.shape, self.ranges)
         clean = distort(self.patterns[pick], params)
         dose = log_uniform(rng, *self.ranges.dose, n)
-        noisy = add_noise(clean, dose, gen, draw_effects(rng))
-        return clean, dose, noisy, params
+        effects = draw_effects(rng)
+        noisy = add_noise(clean, dose, gen, effects)
+        return clean, dose, noisy, params, pick, effects
 
-    def denoise_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int, crop: int | None = None) -> Batch:
-        """Noisy input; target: the expected counts in the same normalised square-root space. With
-        ``crop``, a random ``crop x crop`` window of each (normalised as a whole) pattern, half of them
-        around the direct beam: the network is fully convolutional, so it trains on windows."""
-        clean, dose, noisy, params = self._noisy(rng, gen, n)
-        x, scale = to_network(noisy)
+    def _neighbours(self, rng: np.random.Generator, gen: torch.Generator, pick: np.ndarray, params: dict,
+                    dose: np.ndarray, effects: DetectorEffects, k: int = 4) -> torch.Tensor:
+        """``(n, k, Qx, Qy)`` noisy scan neighbours of each pattern: the same structure with the optical
+        axis moved by up to 1 px (descan drift between positions) plus 0.2 px jitter, independent
+        noise at the same dose, and for 30% of them up to half of another pattern blended in (the
+        specimen changes: a grain boundary, a thickness step)."""
+        n = len(pick)
+        out = []
+        for _ in range(k):
+            geo = {**params, "qx0": params["qx0"] + rng.uniform(-1, 1, n) + rng.normal(0, 0.2, n),
+                   "qy0": params["qy0"] + rng.uniform(-1, 1, n) + rng.normal(0, 0.2, n)}
+            w = torch.as_tensor(np.where(rng.random(n) < 0.3, rng.uniform(0, 0.5, n), 0.0), dtype=torch.float32)
+            other = self.patterns[rng.integers(0, len(self.patterns), n)]
+            mixed = (1 - w.view(-1, 1, 1)) * self.patterns[pick] + w.view(-1, 1, 1) * other
+            out.append(add_noise(distort(mixed, geo), dose, gen, effects))
+        return torch.stack(out, dim=1)
+
+    def denoise_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int, inp: dict) -> Batch:
+        """Network input (:func:`denoise.denoise_input`: the noisy pattern, its scan neighbours when
+        ``inp["neighbours"]``, the noise-level map when ``inp["noise_map"]``); target: the expected
+        counts in the pattern's normalised square-root space. With ``inp["train_crop"]``, a random
+        ``crop x crop`` window of each (normalised as a whole) pattern, half of them around the direct
+        beam: the network is fully convolutional, so it trains on windows."""
+        clean, dose, noisy, params, pick, effects = self._noisy(rng, gen, n)
+        counts = noisy
+        if inp.get("neighbours", 0):
+            counts = torch.cat([noisy[:, None], self._neighbours(rng, gen, pick, params, dose, effects)], dim=1)
+        x, scale = denoise_input(counts, inp)
         expected = clean * torch.as_tensor(dose, dtype=torch.float32).view(-1, 1, 1)
         target = (expected.sqrt() / scale.view(-1, 1, 1)).unsqueeze(1)
+        crop = inp.get("train_crop")
         if crop and crop < min(self.shape):
             near = rng.random(n) < 0.5
             ox = np.where(near, params["qx0"] - crop / 2 + rng.uniform(-crop / 4, crop / 4, n),
@@ -121,7 +146,7 @@ class TrainingData:
                      work_size: int | None) -> Batch:
         """Noisy input on the network's work grid (:func:`normalization.to_work_grid`); target: a
         Gaussian heatmap of ``sigma`` work pixels at the true optical axis. Labels stay in detector pixels."""
-        _, dose, noisy, params = self._noisy(rng, gen, n)
+        _, dose, noisy, params, _, _ = self._noisy(rng, gen, n)
         work, (fx, fy) = to_work_grid(noisy, work_size)
         x, _ = to_network(work)
         target = heatmap_target(tuple(work.shape[-2:]), detector_to_work(params["qx0"], fx),

@@ -29,16 +29,16 @@ from ..simulate.library import PatternLibrary
 from ..simulate.structures import list_structures
 from ..weights import write_weights
 from .data import Batch, TrainingData
-from .recipes import ARCHITECTURES, INPUTS, TRAINING
+from .recipes import ARCHITECTURES, INPUTS, TRAINING, inputs_for
 
 
-def make_batch(task: str, data: TrainingData, seed: int, step: int, n: int) -> Batch:
+def make_batch(task: str, data: TrainingData, seed: int, step: int, n: int, size: str = "compact") -> Batch:
     """The batch of ``step``: a pure function of ``(seed, step)``."""
     rng = np.random.default_rng([seed, step])
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    inp = INPUTS[task]
+    inp = inputs_for(task, size)
     if task == "denoise":
-        return data.denoise_batch(rng, gen, n, inp.get("train_crop"))
+        return data.denoise_batch(rng, gen, n, inp)
     if task == "center":
         return data.center_batch(rng, gen, n, inp["heatmap_sigma"], inp.get("work_size"))
     return data.ellipse_batch(rng, gen, n, tuple(inp["patterns_per_mean"]), (inp["n_r"], inp["n_theta"]),
@@ -139,12 +139,13 @@ def train(task: str, library: str, out_dir: str | Path, size: str = "compact", s
         sched.load_state_dict(saved["scheduler"])
         state = saved["state"]
     train_data, val_data = TrainingData(library, "train"), TrainingData(library, "val")
-    val_batches = [make_batch(task, val_data, seed + 1, 10**6 + i, cfg["batch"]) for i in range(cfg["val_batches"])]
+    val_batches = [make_batch(task, val_data, seed + 1, 10**6 + i, cfg["batch"], size)
+                   for i in range(cfg["val_batches"])]
     bar = tqdm(total=cfg["steps"], initial=state["step"], desc=f"train {task}", disable=not progress)
     t0 = time.time() - state["seconds"]
     while state["step"] < cfg["steps"] and state["bad"] < cfg["patience"]:
         net.train()
-        batch_ = make_batch(task, train_data, seed, state["step"], cfg["batch"])
+        batch_ = make_batch(task, train_data, seed, state["step"], cfg["batch"], size)
         loss, metrics = loss_and_metrics(task, net, batch_, dev)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -173,8 +174,8 @@ def train(task: str, library: str, out_dir: str | Path, size: str = "compact", s
     state["seconds"] = time.time() - t0
     recipe.update(steps_run=state["step"], train_seconds=round(state["seconds"]), device=str(dev),
                   threads=torch.get_num_threads())
-    entry = {"task": task, "architecture": ARCHITECTURES[task][size], "input": INPUTS[task], "recipe": recipe,
-             "metrics": {"validation": state["best_metrics"]}}
+    entry = {"task": task, "architecture": ARCHITECTURES[task][size], "input": inputs_for(task, size),
+             "recipe": recipe, "metrics": {"validation": state["best_metrics"]}}
     return write_weights(out / f"{task}-{size}.safetensors", state["best_state"] or net.state_dict(), entry)
 
 
