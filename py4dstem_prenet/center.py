@@ -22,7 +22,7 @@ import torch
 from . import geometry
 from .ellipse import centred_sum
 from .normalization import detector_to_work, to_network, to_work_grid, work_to_detector
-from .runner import apply_network, map_batches, resolve_device
+from .runner import apply_network, map_batches, resolve_device, to_device
 from .weights import LoadedModel, load_model
 
 
@@ -103,7 +103,7 @@ def _measure_batch(start: int, block: np.ndarray, model: str, device: str, refin
     dev = resolve_device(device)
     loaded = load_model("center", model)
     loaded.module.to(dev)
-    x = torch.from_numpy(block).to(dev)
+    x = to_device(block, dev)
     qx, qy, conf = locate(loaded, x, refine=refine)
     return qx, qy, conf, centred_sum(x, qx, qy) if with_sum else None
 

@@ -103,7 +103,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
         defaults = read_manifest().get("defaults", {})
         for task, table in zip(args.tasks, tables, strict=True):
-            update_metrics(defaults[task], {**manifest_metrics(table), "evaluated_on": Path(args.library).name})
+            model = defaults[task.split("-")[0]]  # center-scans -> the center model
+            update_metrics(model, {**manifest_metrics(table), "evaluated_on": Path(args.library).name})
 
 
 def _cmd_weights(args: argparse.Namespace) -> None:
@@ -183,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("library", help="a library of test-split structures (prenet simulate --split test)")
     e.add_argument("-o", "--output", help="also write the tables to this text file")
     e.add_argument("--quick", action="store_true", help="fewer samples (a smoke test)")
-    e.add_argument("--tasks", nargs="+", choices=["center", "ellipse", "denoise"],
-                   default=["center", "ellipse", "denoise"])
+    e.add_argument("--tasks", nargs="+", choices=["center", "center-scans", "ellipse", "denoise"],
+                   default=["center", "center-scans", "ellipse", "denoise"])
     e.add_argument("--update-manifest", action="store_true",
                    help="record the figures in the default models' manifest entries")
     common(e)

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from . import geometry
 from .normalization import to_network
-from .runner import map_batches, resolve_device
+from .runner import map_batches, resolve_device, to_device
 from .weights import LoadedModel, load_model
 
 
@@ -44,7 +44,7 @@ def centred_sum(counts: torch.Tensor, qx0: np.ndarray, qy0: np.ndarray) -> np.nd
 
 def _centred_sum_batch(start: int, block: np.ndarray, qx0: np.ndarray | None, qy0: np.ndarray | None,
                        device: str) -> np.ndarray:
-    x = torch.from_numpy(block).to(resolve_device(device))
+    x = to_device(block, resolve_device(device))
     if qx0 is None:
         return x.sum(0, dtype=torch.float64).cpu().numpy()
     sl = slice(start, start + len(block))

@@ -20,14 +20,13 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-import torch
 from py4DSTEM.process.calibration.origin import fit_origin
 
 from . import geometry
 from .center import Origins, measure_origins
 from .denoise import denoise_block
 from .ellipse import EllipseFit, measure_ellipse
-from .runner import map_batches, resolve_device, write_block
+from .runner import map_batches, resolve_device, to_device, write_block
 from .weights import LoadedModel, load_model
 
 FITS = (None, "plane", "parabola", "bezier_two", "constant")
@@ -39,7 +38,7 @@ def _transform_batch(start: int, block: np.ndarray, denoise_model: str | None, q
     scan neighbours too when the model uses them), then one resampling (if origins are given) that moves
     each optical axis to the detector centre and makes rings circular."""
     dev = resolve_device(device)
-    x = torch.from_numpy(block).to(dev)
+    x = to_device(block, dev)
     if denoise_model is not None:
         loaded = load_model("denoise", denoise_model)
         loaded.module.to(dev)

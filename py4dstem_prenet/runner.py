@@ -8,6 +8,8 @@ block (``batch_size`` patterns) is held in memory at a time.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -98,12 +100,59 @@ def map_batches(
     ``functools.partial`` of one).
     """
     if client is None:
-        for start, block in iter_batches(data, batch_size, progress, desc, neighbours=neighbours):
+        for start, block in prefetch(iter_batches(data, batch_size, progress, desc, neighbours=neighbours)):
             yield start, fn(start, block)
         return
     from .distributed import map_chunks
 
     yield from map_chunks(client, fn, data, batch_size, progress, desc, neighbours)
+
+
+def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Yield from ``items`` while a background thread reads ahead up to ``depth`` items: reading and
+    checking the next batch (file I/O, conversion, validation) overlaps the work on the current one.
+    Exceptions raised while reading reach the consumer; stopping early stops the reader."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    reader = threading.Thread(target=read, daemon=True, name="prenet-prefetch")
+    reader.start()
+    try:
+        while (item := buffer.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+
+
+def to_device(block: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A batch as a tensor on ``device``; on CUDA through pinned memory with an asynchronous copy, so the
+    transfer overlaps work already queued on the GPU."""
+    x = torch.from_numpy(block)
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 def write_block(out: Any, start: int, block: np.ndarray) -> None:

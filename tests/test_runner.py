@@ -2,6 +2,7 @@
 
 import numpy as np
 import py4DSTEM
+import pytest
 import torch
 
 from py4dstem_prenet.models import build_model
@@ -54,3 +55,24 @@ def test_neighbour_denoiser_runs_through_the_datacube_method(tmp_path, cube):
     again = py4DSTEM.DataCube(data=cube.data.copy()).prenet_denoise(model=str(path), device="cpu", batch_size=12,
                                                                      progress=False)
     np.testing.assert_allclose(again.data, out.data, rtol=1e-4, atol=1e-4)
+
+
+def test_prefetch_keeps_order_passes_errors_and_stops_early():
+    from py4dstem_prenet.runner import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("bad batch")
+
+    it = prefetch(failing())
+    assert next(it) == 1
+    with pytest.raises(ValueError, match="bad batch"):
+        next(it)
+    taken = []
+    for i in prefetch(iter(range(1000)), depth=2):
+        taken.append(i)
+        if i == 3:
+            break  # the reader thread stops instead of blocking on a full buffer
+    assert taken == [0, 1, 2, 3]

@@ -96,6 +96,37 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
     return table
 
 
+def evaluate_center_scans(library: str, model: str = "default", device: str = "auto", cubes: int = 6,
+                          scan: tuple[int, int] = (8, 8), seed: int = 0,
+                          methods: tuple[str, ...] = ("com", "get_origin", "get_origin_friedel")) -> Table:
+    """Centre errors (px) on held-out scans (:func:`_scan_cube`: two patterns blended across the scan,
+    drift of a few px, 0.2 px jitter), ours with and without the scan context, and classical."""
+    data = TrainingData(library, "test")
+    rng = np.random.default_rng([seed, 4])
+    scans = [_scan_cube(data, rng, scan) for _ in range(cubes)]
+    gen = torch.Generator().manual_seed(seed)
+    table = Table(f"Centre on scans: {cubes} held-out {scan[0]}x{scan[1]} scans per dose, {data.shape[0]}x"
+                  f"{data.shape[1]}, errors in px", ["dose", "method", "MAE-R", "MAE-X", "MAE-Y", "P95-R"])
+    for dose in DOSES:
+        found: dict[str, list] = {k: [] for k in ("ours", "ours without scan context", *methods)}
+        truth = []
+        for clean, params in scans:
+            flat = torch.from_numpy(clean.reshape(-1, *data.shape) * dose)
+            noisy = add_noise(flat, 1.0, gen, DetectorEffects(read_noise=READ_NOISE)).numpy()
+            truth.append((params["qx0"], params["qy0"]))
+            for name, context in (("ours", True), ("ours without scan context", False)):
+                o, _, _ = measure_origins(noisy.reshape(clean.shape), model, device, progress=False,
+                                          scan_context=context)
+                found[name].append((o.qx0.ravel(), o.qy0.ravel()))
+            for name in methods:
+                found[name].append(classical.CENTER_METHODS[name](noisy))
+        tx, ty = (np.concatenate(t) for t in zip(*truth, strict=True))
+        for name, res in found.items():
+            qx, qy = (np.concatenate(r) for r in zip(*res, strict=True))
+            table.rows.append([f"{dose:.0e}", name, *_center_errors(qx, qy, tx, ty).values()])
+    return table
+
+
 def evaluate_ellipse(library: str, model: str = "default", device: str = "auto", n: int = 60,
                      seed: int = 0) -> Table:
     """Axis-ratio and angle errors on noisy means of held-out patterns, ours vs py4DSTEM's fits."""
@@ -125,9 +156,10 @@ def evaluate_ellipse(library: str, model: str = "default", device: str = "auto",
     return table
 
 
-def _scan_cube(data: TrainingData, rng: np.random.Generator, scan: tuple[int, int]) -> np.ndarray:
+def _scan_cube(data: TrainingData, rng: np.random.Generator, scan: tuple[int, int]) -> tuple[np.ndarray, dict]:
     """Clean scan ``(Rx, Ry, Q, Q)`` (fractions per pixel): 2 held-out patterns blended across the scan,
-    with a smooth descan drift of a few px and an ellipse, as neighbouring positions look in a real scan."""
+    with a smooth descan drift of a few px and an ellipse, as neighbouring positions look in a real scan;
+    and its geometry (true ``qx0, qy0`` per position, flat, pixels)."""
     a, b = data.patterns[rng.integers(0, len(data.patterns), 2)]
     w = np.linspace(0, 1, scan[0] * scan[1])
     ideal = (torch.from_numpy(1 - w).float().view(-1, 1, 1) * a + torch.from_numpy(w).float().view(-1, 1, 1) * b)
@@ -136,7 +168,7 @@ def _scan_cube(data: TrainingData, rng: np.random.Generator, scan: tuple[int, in
     params = {"qx0": (cx + 3 * u + rng.normal(0, 0.2, scan)).ravel(),
               "qy0": (cy - 2 * v + rng.normal(0, 0.2, scan)).ravel(), "ratio": rng.uniform(1, 1.1),
               "theta": rng.uniform(-1.5, 1.5), "rotation": 0.0, "scale": 1.0}
-    return distort(ideal, params).numpy().reshape(*scan, *data.shape)
+    return distort(ideal, params).numpy().reshape(*scan, *data.shape), params
 
 
 def evaluate_denoise(library: str, model: str = "default", device: str = "auto", cubes: int = 4,
@@ -145,7 +177,7 @@ def evaluate_denoise(library: str, model: str = "default", device: str = "auto",
     filter and the oracle low-rank reconstruction (both tuned on the truth)."""
     data = TrainingData(library, "test")
     rng = np.random.default_rng([seed, 3])
-    clean_cubes = [_scan_cube(data, rng, scan) for _ in range(cubes)]
+    clean_cubes = [_scan_cube(data, rng, scan)[0] for _ in range(cubes)]
     gen = torch.Generator().manual_seed(seed)
     table = Table(f"Denoising: {cubes} held-out {scan[0]}x{scan[1]} scans per dose, {data.shape[0]}x{data.shape[1]} "
                   "px; MSE in counts^2, PSNR in dB (peak = max of the clean scan)",
@@ -172,10 +204,11 @@ def evaluate_denoise(library: str, model: str = "default", device: str = "auto",
 
 
 def evaluate_all(library: str, device: str = "auto", quick: bool = False,
-                 tasks: tuple[str, ...] = ("center", "ellipse", "denoise")) -> list[Table]:
+                 tasks: tuple[str, ...] = ("center", "center-scans", "ellipse", "denoise")) -> list[Table]:
     """The tables of ``tasks`` (``quick``: fewer samples, for smoke tests)."""
     scale = 0.2 if quick else 1.0
     run = {"center": lambda: evaluate_center(library, device=device, n=max(10, int(200 * scale))),
+           "center-scans": lambda: evaluate_center_scans(library, device=device, cubes=max(1, int(6 * scale))),
            "ellipse": lambda: evaluate_ellipse(library, device=device, n=max(6, int(60 * scale))),
            "denoise": lambda: evaluate_denoise(library, device=device, cubes=max(1, int(4 * scale)))}
     return [run[t]() for t in tasks]
@@ -184,6 +217,9 @@ def evaluate_all(library: str, device: str = "auto", quick: bool = False,
 def manifest_metrics(table: Table) -> dict:
     """The rows of ``table`` measured for our default model, keyed for the weights manifest."""
     cols = table.columns
+    if table.title.startswith("Centre on scans"):
+        rows = [r for r in table.rows if r[1] == "ours"]
+        return {"held_out_center_scans_px": {r[0]: dict(zip(cols[2:6], r[2:6], strict=True)) for r in rows}}
     if table.title.startswith("Centre"):
         rows = [r for r in table.rows if r[1] == "all" and r[2] == "ours"]
         return {"held_out_center_px": {r[0]: dict(zip(cols[3:7], r[3:7], strict=True)) for r in rows}}
