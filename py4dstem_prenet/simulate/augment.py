@@ -26,6 +26,10 @@ class AugmentRanges:
     rotation : in-plane rotation applied to the ideal pattern, radians (full turn by default).
     scale : camera-length change range (1 = unchanged).
     dose : electrons per pattern range.
+    far_fraction, far_shift_frac : a fraction of the patterns is shifted up to ``far_shift_frac`` instead
+        (beams near the detector edge).
+    saturation_fraction : fraction of training batches whose counts saturate (see
+        :class:`~py4dstem_prenet.simulate.noise.DetectorEffects`).
     """
 
     shift_frac: float = 0.1
@@ -33,16 +37,20 @@ class AugmentRanges:
     rotation: tuple[float, float] = (0.0, 2 * math.pi)
     scale: tuple[float, float] = (0.9, 1.1)
     dose: tuple[float, float] = (1e2, 1e5)
+    far_fraction: float = 0.0
+    far_shift_frac: float = 0.4
+    saturation_fraction: float = 0.0
 
 
 def draw_geometry(rng: np.random.Generator, n: int, shape: tuple[int, int],
                   ranges: AugmentRanges = AugmentRanges()) -> dict[str, np.ndarray]:
     """Random distortion parameters for ``n`` patterns: qx0, qy0 (px), ratio, theta, rotation (rad), scale."""
     cx, cy = geometry.detector_center(shape)
-    s = ranges.shift_frac
+    far = rng.random(n) < ranges.far_fraction if ranges.far_fraction else np.zeros(n, dtype=bool)
+    s = np.where(far, ranges.far_shift_frac, ranges.shift_frac)
     return {
-        "qx0": cx + rng.uniform(-s, s, n) * shape[0],
-        "qy0": cy + rng.uniform(-s, s, n) * shape[1],
+        "qx0": cx + rng.uniform(-s, s) * shape[0],
+        "qy0": cy + rng.uniform(-s, s) * shape[1],
         "ratio": rng.uniform(*ranges.ratio, n),
         "theta": rng.uniform(-math.pi / 2, math.pi / 2, n),
         "rotation": rng.uniform(*ranges.rotation, n),

@@ -23,6 +23,8 @@ class DetectorEffects:
     gain_sigma : relative standard deviation of a fixed per-pixel gain (flat-field error).
     hot_fraction, dead_fraction : fraction of pixels stuck high / reading zero.
     hot_level : value of a hot pixel, counts.
+    saturation : clip each pattern's counts at this fraction of its largest count (a counter of limited
+        depth, a saturated direct beam); 0 = off.
     """
 
     read_noise: float = 0.0
@@ -31,6 +33,7 @@ class DetectorEffects:
     hot_fraction: float = 0.0
     dead_fraction: float = 0.0
     hot_level: float = 1000.0
+    saturation: float = 0.0
 
 
 def log_uniform(rng: np.random.Generator, low: float, high: float, size: int) -> np.ndarray:
@@ -46,8 +49,8 @@ def add_noise(
 ) -> torch.Tensor:
     """Noisy counts ``(N, Qx, Qy)`` float32 from clean patterns (fractions per pixel) and doses.
 
-    counts = gain * Poisson(dose * clean) + background + Normal(0, read_noise), with hot and dead
-    pixels set last. Deterministic for a given ``generator`` state.
+    counts = gain * Poisson(dose * clean), clipped at the saturation level, + background + Normal(0,
+    read_noise), with hot and dead pixels set last. Deterministic for a given ``generator`` state.
     """
     if clean.ndim != 3:
         raise ValueError(f"clean patterns must be (N, Qx, Qy), got shape {tuple(clean.shape)}")
@@ -58,6 +61,8 @@ def add_noise(
     e = effects
     if e.gain_sigma:
         counts = counts * (1 + e.gain_sigma * torch.randn(clean.shape[1:], generator=generator))
+    if e.saturation:
+        counts = torch.minimum(counts, e.saturation * counts.flatten(1).amax(1).view(n, 1, 1))
     if e.background:
         counts = counts + e.background
     if e.read_noise:

@@ -58,11 +58,14 @@ def heatmap_target(shape: tuple[int, int], qx0: np.ndarray, qy0: np.ndarray, sig
     return torch.exp(-((qx - cx) ** 2 + (qy - cy) ** 2) / (2 * sigma**2)).unsqueeze(1)
 
 
-def draw_effects(rng: np.random.Generator) -> DetectorEffects:
-    """Detector imperfections for one batch: read noise half of the time, rarely hot/dead pixels."""
+def draw_effects(rng: np.random.Generator, saturation_fraction: float = 0.0) -> DetectorEffects:
+    """Detector imperfections for one batch: read noise half of the time, rarely hot/dead pixels, and
+    with probability ``saturation_fraction`` counts saturating at 5-50% of each pattern's maximum."""
     read = float(rng.uniform(0, 2)) if rng.random() < 0.5 else 0.0
     hot = float(rng.uniform(0, 1e-4)) if rng.random() < 0.2 else 0.0
-    return DetectorEffects(read_noise=read, hot_fraction=hot, dead_fraction=hot, hot_level=float(rng.uniform(50, 500)))
+    level = float(rng.uniform(50, 500))
+    saturation = float(rng.uniform(0.05, 0.5)) if saturation_fraction and rng.random() < saturation_fraction else 0.0
+    return DetectorEffects(read_noise=read, hot_fraction=hot, dead_fraction=hot, hot_level=level, saturation=saturation)
 
 
 @dataclass
@@ -96,7 +99,7 @@ class TrainingData:
         params = draw_geometry(rng, n, self.shape, self.ranges)
         clean = distort(self.patterns[pick], params)
         dose = log_uniform(rng, *self.ranges.dose, n)
-        effects = draw_effects(rng)
+        effects = draw_effects(rng, self.ranges.saturation_fraction)
         noisy = add_noise(clean, dose, gen, effects)
         return clean, dose, noisy, params, pick, effects
 

@@ -25,6 +25,7 @@ from ..ellipse import decode_output
 from ..models import build_model
 from ..normalization import work_to_detector
 from ..runner import resolve_device
+from ..simulate.augment import AugmentRanges
 from ..simulate.library import PatternLibrary
 from ..simulate.structures import list_structures
 from ..weights import write_weights
@@ -138,7 +139,8 @@ def train(task: str, library: str, out_dir: str | Path, size: str = "compact", s
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         state = saved["state"]
-    train_data, val_data = TrainingData(library, "train"), TrainingData(library, "val")
+    ranges = AugmentRanges(**cfg.get("augment", {}))
+    train_data, val_data = TrainingData(library, "train", ranges), TrainingData(library, "val", ranges)
     val_batches = [make_batch(task, val_data, seed + 1, 10**6 + i, cfg["batch"], size)
                    for i in range(cfg["val_batches"])]
     bar = tqdm(total=cfg["steps"], initial=state["step"], desc=f"train {task}", disable=not progress)

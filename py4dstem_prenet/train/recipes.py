@@ -55,10 +55,15 @@ def inputs_for(task: str, size: str) -> dict[str, Any]:
 _PAPER = {"batch": 64, "lr": 1e-3, "val_every": 1000, "val_batches": 32, "patience": 10}
 _COMPACT = {"batch": 16, "lr": 2e-3, "val_every": 100, "val_batches": 8, "patience": 8}
 
+#: The centre network also sees beams near the detector edge and saturated beams (a quarter of the
+#: patterns shifted up to 40% of the detector, 15% of the batches saturating).
+_CENTER_AUGMENT = {"far_fraction": 0.25, "far_shift_frac": 0.4, "saturation_fraction": 0.15}
+
 TRAINING: dict[str, dict[str, dict[str, Any]]] = {
     "denoise": {"compact": {**_COMPACT, "steps": 6000}, "compact-neighbours": {**_COMPACT, "steps": 6000},
                 "paper": {**_PAPER, "steps": 60000}},
-    "center": {"compact": {**_COMPACT, "batch": 32, "steps": 8000, "val_batches": 16, "patience": 12},
-               "paper": {**_PAPER, "steps": 60000}},
+    "center": {"compact": {**_COMPACT, "batch": 32, "steps": 8000, "val_batches": 16, "patience": 12,
+                           "augment": _CENTER_AUGMENT},
+               "paper": {**_PAPER, "steps": 60000, "augment": _CENTER_AUGMENT}},
     "ellipse": {"compact": {**_COMPACT, "steps": 3000}, "paper": {**_PAPER, "steps": 30000}},
 }
