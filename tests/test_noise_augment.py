@@ -61,3 +61,18 @@ def test_augmentation_ranges():
     assert p["ratio"].min() >= 1.0 and p["ratio"].max() <= 1.12
     assert np.all(np.abs(p["theta"]) <= np.pi / 2)
     assert geometry.distortion_matrix((128, 128), p["qx0"], p["qy0"], p["ratio"], p["theta"]).shape == (1000, 3, 3)
+
+
+def test_far_shifts_reach_the_detector_edge():
+    p = draw_geometry(np.random.default_rng(2), 2000, (128, 128), AugmentRanges(far_fraction=0.25))
+    far = np.maximum(np.abs(p["qx0"] - 64), np.abs(p["qy0"] - 64))
+    assert far.max() <= 0.4 * 128 and far.max() > 0.35 * 128
+    assert 0.15 < np.mean(far > 12.8) < 0.3  # about a quarter, minus the far ones drawn near the centre
+
+
+def test_saturation_clips_each_pattern_at_a_fraction_of_its_maximum():
+    clean = torch.rand(3, 32, 32) / 1024
+    counts = add_noise(clean, 1e6, torch.Generator().manual_seed(0), DetectorEffects(saturation=0.5))
+    free = add_noise(clean, 1e6, torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(counts.flatten(1).amax(1).numpy(), 0.5 * free.flatten(1).amax(1).numpy(), rtol=1e-6)
+    assert (counts == counts.flatten(1).amax(1).view(3, 1, 1)).float().mean() > 0.2  # a flat saturated top
