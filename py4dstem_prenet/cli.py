@@ -101,10 +101,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         from .evaluate.harness import manifest_metrics
         from .weights import read_manifest, update_metrics
 
+        from .simulate.library import PatternLibrary
+
         defaults = read_manifest().get("defaults", {})
+        detector = PatternLibrary(args.library).detector
         for task, table in zip(args.tasks, tables, strict=True):
             model = defaults[task.split("-")[0]]  # center-scans -> the center model
-            update_metrics(model, {**manifest_metrics(table), "evaluated_on": Path(args.library).name})
+            figures = {f"{k}_{detector}px": v for k, v in manifest_metrics(table).items()}
+            update_metrics(model, {**figures, f"evaluated_on_{detector}px": Path(args.library).name})
 
 
 def _cmd_weights(args: argparse.Namespace) -> None:

@@ -56,9 +56,10 @@ def test_train_resume_and_load(library, tmp_path, monkeypatch, task):
 def test_evaluation_tables(library):
     """The harness runs end to end (shipped weights, quick sizes) and reports every method."""
     tables = evaluate_all(library, device="cpu", quick=True)
-    centre, ellipse, denoise = (t.text() for t in tables)
+    centre, scans, ellipse, denoise = (t.text() for t in tables)
     for method in ("ours", "com", "get_origin", "get_origin_friedel"):
-        assert method in centre
+        assert method in centre and method in scans
+    assert "ours without scan context" in scans
     assert "fit_ellipse_1D" in ellipse and "low-rank (oracle)" in denoise
-    rows = [r for r in tables[2].rows if r[1] == "gaussian (oracle)"]
-    assert all(r[2] <= n[2] for r, n in zip(rows, [r for r in tables[2].rows if r[1] == "noisy"], strict=True))
+    rows = [r for r in tables[3].rows if r[1] == "gaussian (oracle)"]
+    assert all(r[2] <= n[2] for r, n in zip(rows, [r for r in tables[3].rows if r[1] == "noisy"], strict=True))
