@@ -1,0 +1,57 @@
+"""Downstream: py4DSTEM strain maps of an unstrained Si crystal (8 x 8 scan, 2,000 e-/pattern, a/b 1.05 at
+35 degrees, drift up to 4 px), classical calibration beside ours (:mod:`py4dstem_prenet.evaluate.strain`).
+
+Measured on this configuration over seeds 0-4 and both Si sources (RMS strain error, %): no ellipse
+correction 2.33-2.51; py4DSTEM ``fit_ellipse_1D`` on the Bragg vector map 14.5-16.0 in the 6 of 10 runs
+where it returns a fit (a/b 1.42-1.48: one crystal's lattice does not fix an ellipse), otherwise none;
+true ellipse (the floor) 0.40-0.45, mean of every component within 0.36; our ellipse with py4DSTEM's
+origins 0.39-1.28, i.e. 0.16-0.54 of the best classical route (0.22 on the seed tested here); the whole
+chain (``prenet_preprocess``) 5.7-62, 2.4-25 times the best classical route, because the shipped centre
+network puts most optical axes of this pure crystal 4-9 px off, between the disks.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from py4dstem_prenet.evaluate import strain
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def result():
+    return strain.compare_strain(scan=(8, 8), dose=2000.0, seed=0, device="cpu")
+
+
+def best_classical(result) -> float:
+    return min(result.routes[strain.CLASSICAL].rms(), result.routes[strain.NO_ELLIPSE].rms())
+
+
+def test_table_has_every_route_and_component(result):
+    table = result.table()
+    assert [r[0] for r in table.rows] == list(result.routes)
+    assert all(f"{c} mean" in table.columns and f"{c} std" in table.columns for c in strain.COMPONENTS)
+    assert "ours: prenet_preprocess" in table.text()
+
+
+def test_measurement_sees_the_ellipse_and_only_it(result):
+    """The harness: with the true ellipse the strain is zero within noise; without any correction the
+    ellipse is a mean strain of about its size (a/b - 1 = 5 %)."""
+    oracle, raw = result.routes[strain.ORACLE], result.routes[strain.NO_ELLIPSE]
+    assert oracle.fitted.all() and raw.fitted.all()
+    assert np.all(np.abs(np.nanmean(oracle.strain, axis=(1, 2))) < 0.5)
+    assert oracle.rms() < 0.6
+    assert raw.rms() > 2.0 and abs(np.nanmean(raw.strain[0])) > 2.0
+
+
+def test_our_ellipse_beats_classical_calibration(result):
+    hybrid = result.routes[strain.HYBRID]
+    assert hybrid.fitted.all()
+    assert hybrid.rms() < 0.5 * best_classical(result)
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped centre network misplaces the optical axis of this pure Si "
+                   "crystal by 4-9 px, which breaks the Bragg vector map and the ellipse measured on the mean")
+def test_whole_chain_beats_classical_calibration(result):
+    assert result.routes[strain.OURS].rms() < 0.5 * best_classical(result)
