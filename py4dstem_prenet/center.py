@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from . import geometry
 from .ellipse import centred_sum
@@ -36,32 +37,68 @@ class Origins:
 
 
 def center_block(loaded: LoadedModel, counts: torch.Tensor, near: tuple[np.ndarray, np.ndarray] | None = None,
-                 spread: float = 4.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(qx0, qy0, confidence)`` (detector pixels) for counts ``(n, Qx, Qy)`` on the network's device.
+                 spread: float = 4.0, candidates: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate centres ``(qx0, qy0, confidence)``, each ``(n, candidates)`` (detector pixels), for
+    counts ``(n, Qx, Qy)`` on the network's device, strongest first.
 
     The network sees the pattern averaged down to its work grid (``input["work_size"]``, see
-    :func:`normalization.to_work_grid`): it only has to pick the direct beam and place it to within a
-    work pixel; :func:`refine_on_disk` then measures the disk at full resolution.
+    :func:`normalization.to_work_grid`; the full pattern when there is none). Each candidate is a local
+    maximum of the probability map, placed by the weighted centre of mass of the map around it; its
+    confidence is the probability inside that window.
 
-    With ``near = (qx, qy)`` (detector pixels) the peak of each probability map is chosen within
-    ``spread`` detector pixels of that point, however weak it is there (the position is still the centre
-    of mass of the network's own map around that peak).
+    With ``near = (qx, qy)`` (detector pixels) there is one candidate: the peak of the map within
+    ``spread`` detector pixels of that point, however weak it is there.
     """
     inp = loaded.entry.input
     work, (fx, fy) = to_work_grid(counts, inp.get("work_size"))
     x, _ = to_network(work)
     prob = heatmap(apply_network(loaded, x)[:, 0]).double()
-    prior = None
+    n, h, w = prob.shape
+    gx = torch.arange(h, dtype=prob.dtype, device=prob.device).view(1, -1, 1)
+    gy = torch.arange(w, dtype=prob.dtype, device=prob.device).view(1, 1, -1)
     if near is not None:
-        gx = torch.arange(prob.shape[1], dtype=prob.dtype, device=prob.device).view(1, -1, 1)
-        gy = torch.arange(prob.shape[2], dtype=prob.dtype, device=prob.device).view(1, 1, -1)
         px, py = (torch.as_tensor(detector_to_work(np.asarray(v, np.float64), f), dtype=prob.dtype,
-                                  device=prob.device).view(-1, 1, 1) for v, f in zip(near, (fx, fy), strict=True))
+                                  device=prob.device).view(-1, 1) for v, f in zip(near, (fx, fy), strict=True))
         radius = max(spread / min(fx, fy), 1.0)
-        prior = (((gx - px) ** 2 + (gy - py) ** 2) <= radius**2).to(prob.dtype) + 1e-300
-    qx, qy, mass = geometry.weighted_com(prob, int(inp["com_window"]), float(inp["com_floor"]), prior)
-    return (work_to_detector(qx.cpu().numpy(), fx), work_to_detector(qy.cpu().numpy(), fy),
-            mass.clamp(0, 1).cpu().numpy())
+    else:
+        peaks = prob * (prob == F.max_pool2d(prob[:, None], 3, 1, 1)[:, 0])
+        idx = peaks.reshape(n, -1).topk(min(candidates, h * w), dim=1).indices
+        px, py = (idx // w).to(prob.dtype), (idx % w).to(prob.dtype)
+        radius = 1.5
+    out = []
+    for j in range(px.shape[1]):
+        prior = (((gx - px[:, j].view(-1, 1, 1)) ** 2 + (gy - py[:, j].view(-1, 1, 1)) ** 2) <= radius**2)
+        qx, qy, mass = geometry.weighted_com(prob, int(inp["com_window"]), float(inp["com_floor"]),
+                                             prior.to(prob.dtype) + 1e-300)
+        out.append((work_to_detector(qx.cpu().numpy(), fx), work_to_detector(qy.cpu().numpy(), fy),
+                    mass.clamp(0, 1).cpu().numpy()))
+    return tuple(np.stack(v, axis=1) for v in zip(*out, strict=True))
+
+
+def symmetry_scores(counts: torch.Tensor, qx: np.ndarray, qy: np.ndarray, n_r: int = 24, n_angles: int = 32,
+                    reach: float = 0.3) -> np.ndarray:
+    """Point (Friedel) symmetry of each pattern about ``(qx, qy)`` (pixels; ``(n,)`` or ``(n, k)`` for k
+    points per pattern): the correlation coefficient between the square-rooted pattern at ``c + u`` and at
+    ``c - u`` for ``n_r x n_angles`` offsets ``u`` out to ``reach`` times the detector side (bilinear
+    sampling, zero outside). Close to 1 about the optical axis of a kinematical pattern, low about a
+    diffracted disk. Returns the scores, shaped like ``qx``."""
+    n, h, w = counts.shape
+    cx = torch.as_tensor(np.asarray(qx, np.float32), device=counts.device).reshape(n, -1)
+    cy = torch.as_tensor(np.asarray(qy, np.float32), device=counts.device).reshape(n, -1)
+    r = torch.linspace(2.0, reach * min(h, w), n_r, device=counts.device)[:, None]
+    a = torch.arange(n_angles, device=counts.device)[None] * (math.pi / n_angles)
+    ux, uy = (r * torch.cos(a)).reshape(1, 1, -1), (r * torch.sin(a)).reshape(1, 1, -1)
+    img = counts.clamp_min(0).sqrt().unsqueeze(1).float()
+
+    def sample(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+        grid = torch.stack([py * (2.0 / (w - 1)) - 1.0, px * (2.0 / (h - 1)) - 1.0], dim=-1)
+        return F.grid_sample(img, grid, align_corners=True, padding_mode="zeros")[:, 0]  # (n, k, m)
+
+    p = sample(cx[..., None] + ux, cy[..., None] + uy)
+    q = sample(cx[..., None] - ux, cy[..., None] - uy)
+    p, q = p - p.mean(-1, keepdim=True), q - q.mean(-1, keepdim=True)
+    score = (p * q).sum(-1) / (p.norm(dim=-1) * q.norm(dim=-1)).clamp_min(1e-12)
+    return score.cpu().numpy().reshape(np.shape(qx))
 
 
 def scan_outliers(qx0: np.ndarray, qy0: np.ndarray, threshold: float = 2.0) -> tuple[np.ndarray, np.ndarray,
@@ -84,12 +121,20 @@ def heatmap(logits: torch.Tensor) -> torch.Tensor:
 
 
 def locate(loaded: LoadedModel, counts: torch.Tensor, near: tuple[np.ndarray, np.ndarray] | None = None,
-           refine: bool = True, max_move: float = 3.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Coarse-to-fine centres of counts ``(n, Qx, Qy)``: the network finds the direct beam
-    (:func:`center_block`), :func:`refine_on_disk` measures it. A refinement that moves further than
-    ``max_move`` pixels has left the network's disk (overlapping CBED disks, a brighter neighbour) and
-    is discarded for that pattern. Returns ``(qx0, qy0, confidence)``."""
-    qx, qy, conf = center_block(loaded, counts, near)
+           refine: bool = True, max_move: float = 3.0, candidates: int = 5
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coarse-to-fine centres of counts ``(n, Qx, Qy)``: the network proposes the ``candidates``
+    strongest peaks of its probability map (:func:`center_block`); the one about which the pattern is
+    most point-symmetric (:func:`symmetry_scores`) is taken (the network alone picks a bright diffracted
+    disk in some thick crystals; the optical axis is the pattern's centre of symmetry); then
+    :func:`refine_on_disk` measures that disk. A refinement that moves further than ``max_move`` pixels
+    has left the disk (overlapping CBED disks, a brighter neighbour) and is discarded for that pattern.
+    Returns ``(qx0, qy0, confidence)``, the confidence being the network's probability of the chosen peak.
+    """
+    qx, qy, conf = center_block(loaded, counts, near, candidates=1 if near is not None else candidates)
+    pick = symmetry_scores(counts, qx, qy).argmax(axis=1) if qx.shape[1] > 1 else np.zeros(len(qx), dtype=int)
+    rows = np.arange(len(qx))
+    qx, qy, conf = qx[rows, pick], qy[rows, pick], conf[rows, pick]
     if refine:
         rx, ry = refine_on_disk(counts, qx, qy)
         keep = np.hypot(rx - qx, ry - qy) <= max_move

@@ -99,9 +99,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         Path(args.output).write_text(text + "\n")
     if args.update_manifest:
         from .evaluate.harness import manifest_metrics
-        from .weights import read_manifest, update_metrics
-
         from .simulate.library import PatternLibrary
+        from .weights import read_manifest, update_metrics
 
         defaults = read_manifest().get("defaults", {})
         detector = PatternLibrary(args.library).detector

@@ -187,9 +187,49 @@ print(f"toy model (30 steps): mean centre error {error.mean():.2f} px - train fo
 """),
 ]
 
+STRAIN = [
+    md("""
+# Does preprocessing improve py4DSTEM's strain maps?
+
+An unstrained Si crystal (an abTEM pattern shipped with the package) is recorded over a scan with descan
+drift, an elliptical distortion (a/b = 1.05 at 35 deg) and 2000 electrons per pattern. py4DSTEM's own
+Bragg-disk detection, calibration and `StrainMap` then measure its strain, which should be zero:
+classically (py4DSTEM's origin fit and `fit_ellipse_1D`, or no ellipse correction), with the true
+ellipse (the floor), and with ours. Strains in %, theta in 0.01 rad. Raise `SCAN` for a real run
+(`benchmarks/strain.py` does 16 x 16 and writes `benchmarks/results/strain.txt`).
+"""),
+    code("""
+import matplotlib.pyplot as plt
+import numpy as np
+
+from py4dstem_prenet.evaluate import strain
+
+SCAN = (8, 8)
+result = strain.compare_strain(scan=SCAN, dose=2000.0, seed=0, device="cpu")
+print(result.table().text())
+"""),
+    md("Strain error maps of each route (grey: no lattice fit at that position)."),
+    code("""
+routes = result.routes
+fig, axes = plt.subplots(len(routes), len(strain.COMPONENTS), figsize=(12, 2.6 * len(routes)), squeeze=False)
+for row, (name, route) in zip(axes, routes.items(), strict=True):
+    for ax, comp, values in zip(row, strain.COMPONENTS, route.strain, strict=True):
+        im = ax.imshow(values, cmap="RdBu_r", vmin=-3, vmax=3)
+        ax.set_title(f"{comp}: {np.nanmean(values):+.2f} +- {np.nanstd(values):.2f}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    row[0].set_ylabel(name, fontsize=7)
+fig.colorbar(im, ax=axes, shrink=0.4, label="% (theta: 0.01 rad)")
+plt.show()
+"""),
+]
+
 
 def main() -> None:
-    for name, cells in (("01_quickstart", QUICKSTART), ("02_vs_classical", VS_CLASSICAL), ("03_retrain", RETRAIN)):
+    for name, cells in (("01_quickstart", QUICKSTART), ("02_vs_classical", VS_CLASSICAL), ("03_retrain", RETRAIN),
+                        ("04_strain", STRAIN)):
+        for i, cell in enumerate(cells):
+            cell.id = f"{name}-{i:02d}"  # stable ids: regenerating changes nothing that was not edited
         nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                                 "language": "python"}})
         nbformat.write(nb, HERE / f"{name}.ipynb")
