@@ -77,11 +77,11 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
     for dose in DOSES:
         noisy = add_noise(clean, dose, gen, DetectorEffects(read_noise=READ_NOISE)).numpy()
         results = {}
-        for name in ("ours", "ours: network only", *methods):
+        for name in ("ours", "ours without disk refinement", *methods):
             t0 = time.perf_counter()
             if name == "ours":
                 qx, qy = _ours_center(noisy, model, device)
-            elif name == "ours: network only":
+            elif name == "ours without disk refinement":
                 found, _, _ = measure_origins(noisy[None], model, device, progress=False, refine=False)
                 qx, qy = found.qx0[0], found.qy0[0]
             else:
