@@ -85,7 +85,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     path = train(args.task, args.library, args.output_dir, size=args.size, seed=args.seed, steps=args.steps,
-                 batch=args.batch, device=args.device, progress=not args.quiet)
+                 batch=args.batch, device=args.device, progress=not args.quiet, until=args.until)
     print(f"wrote {path}")
 
 
@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int)
     t.add_argument("--batch", type=int)
     t.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all cores)")
+    t.add_argument("--until", type=int, help="stop this run at that step and write the best weights so far "
+                   "(resume later with the same arguments)")
     common(t)
     t.set_defaults(func=_cmd_train)
 

@@ -39,6 +39,9 @@ def test_train_resume_and_load(library, tmp_path, monkeypatch, task):
     small = {**recipes.TRAINING[task]["compact"], "val_every": 2, "val_batches": 1, "batch": 2}
     monkeypatch.setitem(recipes.TRAINING[task], "compact", small)
     out = tmp_path / task
+    first = train(task, library, out, steps=2, progress=False, checkpoint_every=1, until=1)
+    with safe_open(str(first), framework="pt") as f:
+        assert json.loads(f.metadata()["entry"])["recipe"]["steps_run"] == 1  # a slice, weights written
     train(task, library, out, steps=2, progress=False, checkpoint_every=1)
     # resuming the same recipe continues from the checkpoint (steps=2 already done -> nothing to do)
     path = train(task, library, out, steps=2, progress=False, checkpoint_every=1)

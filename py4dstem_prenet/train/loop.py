@@ -106,12 +106,14 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 def train(task: str, library: str, out_dir: str | Path, size: str = "compact", seed: int = 0,
           steps: int | None = None, batch: int | None = None, device: str = "auto",
-          progress: bool = True, checkpoint_every: int = 50) -> Path:
+          progress: bool = True, checkpoint_every: int = 50, until: int | None = None) -> Path:
     """Train (or resume training of) one network; returns the path of the best weights.
 
     Files in ``out_dir``: ``checkpoint.pt`` (resumable state, replaced atomically),
     ``log.jsonl`` (one line per validation), ``<task>-<size>.safetensors`` (best validation state,
-    with its manifest entry in the metadata). Re-running with the same arguments resumes.
+    with its manifest entry in the metadata; ``recipe.steps_run`` says how far training went).
+    Re-running with the same arguments resumes. ``until``: stop this run at that step (a slice of the
+    schedule, e.g. one per session) and write the best weights so far; the recipe is unchanged.
     """
     if task not in ARCHITECTURES:
         raise ValueError(f"task must be one of {sorted(ARCHITECTURES)}, got {task!r}")
@@ -145,7 +147,8 @@ def train(task: str, library: str, out_dir: str | Path, size: str = "compact", s
                    for i in range(cfg["val_batches"])]
     bar = tqdm(total=cfg["steps"], initial=state["step"], desc=f"train {task}", disable=not progress)
     t0 = time.time() - state["seconds"]
-    while state["step"] < cfg["steps"] and state["bad"] < cfg["patience"]:
+    stop_at = cfg["steps"] if until is None else min(until, cfg["steps"])
+    while state["step"] < stop_at and state["bad"] < cfg["patience"]:
         net.train()
         batch_ = make_batch(task, train_data, seed, state["step"], cfg["batch"], size)
         loss, metrics = loss_and_metrics(task, net, batch_, dev)
