@@ -120,19 +120,31 @@ def heatmap(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.reshape(n, -1).float(), dim=1).reshape(logits.shape)
 
 
+#: Choosing among the network's candidates: symmetry score + SYMMETRY_PRIOR * ln(network probability),
+#: for patterns of at least SYMMETRY_MIN_COUNTS counts (below, the score is too noisy and the network's
+#: ranking is kept). Chosen on held-out patterns, the example cube and on-zone Si (see the evaluation).
+SYMMETRY_PRIOR = 0.3
+SYMMETRY_MIN_COUNTS = 1500.0
+
+
 def locate(loaded: LoadedModel, counts: torch.Tensor, near: tuple[np.ndarray, np.ndarray] | None = None,
            refine: bool = True, max_move: float = 3.0, candidates: int = 5
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Coarse-to-fine centres of counts ``(n, Qx, Qy)``: the network proposes the ``candidates``
-    strongest peaks of its probability map (:func:`center_block`); the one about which the pattern is
-    most point-symmetric (:func:`symmetry_scores`) is taken (the network alone picks a bright diffracted
-    disk in some thick crystals; the optical axis is the pattern's centre of symmetry); then
-    :func:`refine_on_disk` measures that disk. A refinement that moves further than ``max_move`` pixels
-    has left the disk (overlapping CBED disks, a brighter neighbour) and is discarded for that pattern.
-    Returns ``(qx0, qy0, confidence)``, the confidence being the network's probability of the chosen peak.
+    strongest peaks of its probability map (:func:`center_block`); the point symmetry of the pattern
+    about each (:func:`symmetry_scores`) weighs in (:data:`SYMMETRY_PRIOR`): the network alone picks a
+    bright diffracted disk in some thick crystals, while the optical axis is the centre of symmetry of a
+    pattern near a zone axis. Then :func:`refine_on_disk` measures the chosen disk. A refinement that
+    moves further than ``max_move`` pixels has left the disk (overlapping CBED disks, a brighter
+    neighbour) and is discarded for that pattern. Returns ``(qx0, qy0, confidence)``, the confidence
+    being the network's probability of the chosen peak.
     """
     qx, qy, conf = center_block(loaded, counts, near, candidates=1 if near is not None else candidates)
-    pick = symmetry_scores(counts, qx, qy).argmax(axis=1) if qx.shape[1] > 1 else np.zeros(len(qx), dtype=int)
+    pick = np.zeros(len(qx), dtype=int)
+    if qx.shape[1] > 1:
+        score = symmetry_scores(counts, qx, qy) + SYMMETRY_PRIOR * np.log(conf + 1e-6)
+        enough = counts.clamp_min(0).sum((1, 2)).cpu().numpy() >= SYMMETRY_MIN_COUNTS
+        pick = np.where(enough, score.argmax(axis=1), 0)
     rows = np.arange(len(qx))
     qx, qy, conf = qx[rows, pick], qy[rows, pick], conf[rows, pick]
     if refine:
