@@ -174,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("task", choices=["denoise", "center", "ellipse"])
     t.add_argument("--library", required=True)
     t.add_argument("-o", "--output-dir", required=True, help="checkpoint, log and weights folder")
-    t.add_argument("--size", choices=["compact", "compact-neighbours", "paper"], default="compact",
-                   help="compact-neighbours: the denoiser whose input also holds the 4 scan neighbours")
+    t.add_argument("--size", choices=["compact", "compact-neighbours", "fast", "paper"], default="compact",
+                   help="compact-neighbours: the denoiser whose input also holds the 4 scan neighbours; "
+                   "fast: the centre network on 64 x 64")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--steps", type=int)
     t.add_argument("--batch", type=int)
