@@ -157,7 +157,7 @@ def report_figure(result: py4DSTEM.DataCube, raw: py4DSTEM.DataCube | None = Non
     _image(fig.add_subplot(grid[0, 3]), after_y, f"qy shift after (px), rms {np.sqrt(np.mean(after_y**2)):.3f}",
            vmin=-res_lim, vmax=res_lim, **shift_kw)
     numbers = {"ratio": float(meta["ratio"]), "theta_deg": float(np.degrees(meta["theta"])),
-               "mean_confidence": float(origin[2].mean()), "rms_shift_before_px": float(np.hypot(before_x, before_y)
+               "mean_confidence": float(origin[2].mean()), "mean_shift_before_px": float(np.hypot(before_x, before_y)
                                                                                        .mean()),
                "rms_shift_after_px": float(np.sqrt(np.mean(after_x**2 + after_y**2)))}
     if truth is not None:
