@@ -36,8 +36,9 @@ INPUTS: dict[str, dict[str, Any]] = {
     "denoise": {"normalization": "sqrt(counts) / max per pattern", "output": "same space, -> counts",
                 "noise_map": True, "neighbours": 0, "train_crop": 64,
                 "loss": "MSE of the counts / mean expected count (the input's Poisson MSE)"},
-    "center": {"normalization": "sqrt(counts) / max per pattern", "heatmap": "softmax of the logits",
-               "heatmap_sigma": 1.5, "com_window": 6, "com_floor": 0.0},
+    "center": {"normalization": "block mean down to work_size x work_size when the detector is larger, then "
+                                "sqrt(counts) / max per pattern", "work_size": 128,
+               "heatmap": "softmax of the logits", "heatmap_sigma": 1.5, "com_window": 6, "com_floor": 0.0},
     "ellipse": {"normalization": "sqrt(counts) / max of the mean centred pattern",
                 "input": "log-polar, radii 2 px .. 0.95 Q/2", "n_r": 64, "n_theta": 128,
                 "ratio_scale": 10.0, "patterns_per_mean": [4, 24]},
