@@ -138,7 +138,8 @@ def run_file(
     with ``py4DSTEM.read``), streaming (see the module docstring). ``denoise_model=None`` skips
     denoising; ``client``: a ``dask.distributed.Client`` (its workers must see ``input_path`` at the
     same path to read it themselves). Returns the output path and the input DataCube, whose calibration
-    and tree now hold the measurement (the input file is not modified).
+    and tree now hold the measurement (the input file is not modified; when it is HDF5 it is closed on
+    return, so the returned cube's data can no longer be read).
     """
     out = check_output(output_path, overwrite)
     cube = open_cube(input_path, dataset)
