@@ -1,5 +1,6 @@
-"""Beam centre, coarse to fine: the U-Net heatmap network + weighted centre of mass finds the direct
-beam, a refinement on the disk itself measures it, the scan context catches the wrong disks.
+"""Beam centre, coarse to fine: the U-Net heatmap network + weighted centre of mass proposes candidate
+direct beams, the pattern's point symmetry helps choose among them, a refinement on the disk itself
+measures the chosen one, and the scan context catches the wrong disks left.
 
 The centre network maps a normalised pattern (see :mod:`normalization`) to logits whose softmax over
 the detector is a probability map of the optical-axis position; during training it is pulled towards a

@@ -17,7 +17,7 @@ import torch
 from . import geometry, nodes
 from .center import measure_origins
 from .ellipse import EllipseFit, mean_centered_pattern, measure_ellipse
-from .pipeline import ChainResult, fit_origins, run_chain, transform
+from .pipeline import ChainResult, check_fit, fit_origins, run_chain, transform
 from .validation import InputError
 from .weights import LoadedModel
 
@@ -105,6 +105,7 @@ def prenet_center(self: py4DSTEM.DataCube, model: str = "default", device: str =
     carries its own ``prenet_origin`` copy), or with ``align=False`` the ``prenet_origin`` node.
     ``client``: a ``dask.distributed.Client`` to spread the work over a cluster (same result).
     """
+    check_fit(fit)
     origins, loaded, _ = measure_origins(self.data, model, device, batch_size, progress, client=client)
     qx0, qy0 = fit_origins(origins, fit, robust)
     node = _write_origins(self, origins, qx0, qy0, loaded, fit, robust)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -62,8 +63,6 @@ def _run_chunk(fn: Callable[[int, np.ndarray], Any], payload: HDF5Rows | tuple[i
     _set_worker_threads()
     kw = {"rows": rows, "neighbours": neighbours}
     if isinstance(payload, HDF5Rows):
-        import h5py
-
         with h5py.File(payload.path, "r") as f:
             return [(s, fn(s, b)) for s, b in iter_batches(f[payload.dataset], batch_size, False, **kw)]
     window = _RowWindow(payload[1], payload[0], shape, np.dtype(dtype))
@@ -72,11 +71,7 @@ def _run_chunk(fn: Callable[[int, np.ndarray], Any], payload: HDF5Rows | tuple[i
 
 def _payload(data: Any, rows: tuple[int, int], halo: int) -> HDF5Rows | tuple[int, np.ndarray]:
     """What a worker needs to read ``rows`` (plus ``halo`` rows each side): the file, or the rows."""
-    try:
-        import h5py
-    except ImportError:  # pragma: no cover - h5py comes with py4DSTEM
-        h5py = None
-    if h5py is not None and isinstance(data, h5py.Dataset):
+    if isinstance(data, h5py.Dataset):
         return HDF5Rows(str(data.file.filename), str(data.name))
     lo = max(0, rows[0] - halo)
     return lo, np.asarray(data[lo:rows[1] + halo])

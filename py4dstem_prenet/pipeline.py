@@ -32,6 +32,12 @@ from .weights import LoadedModel, load_model
 FITS = (None, "plane", "parabola", "bezier_two", "constant")
 
 
+def check_fit(fit: str | None) -> None:
+    """Refuse an unknown origin-fit name before any pass over the cube is made."""
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+
+
 def _transform_batch(start: int, block: np.ndarray, denoise_model: str | None, qx0: np.ndarray | None,
                      qy0: np.ndarray | None, ratio: float, theta: float, device: str) -> np.ndarray:
     """One batch of the transform pass: denoise (if a model is given; ``block`` then holds each pattern's
@@ -80,8 +86,7 @@ def transform(
 def fit_origins(origins: Origins, fit: str | None, robust: bool) -> tuple[np.ndarray, np.ndarray]:
     """The origins to align with: the measurement, or py4DSTEM's ``fit_origin`` of it (``fit`` one of
     :data:`FITS`; ``robust`` rejects outliers)."""
-    if fit not in FITS:
-        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+    check_fit(fit)
     if fit is None:
         return origins.qx0, origins.qy0
     qx, qy, _, _ = fit_origin((origins.qx0, origins.qy0), fitfunction=fit, robust=robust)
@@ -115,8 +120,7 @@ def run_chain(
     patterns), and the ellipse on the mean of the recorded patterns centred at the measured origins
     (averaging removes the noise; the ellipse network was trained on such means).
     """
-    if fit not in FITS:
-        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+    check_fit(fit)
     origins, center_loaded, mean = measure_origins(data, center_model, device, batch_size, progress, mean=True,
                                                    client=client)
     qx0, qy0 = fit_origins(origins, fit, robust)

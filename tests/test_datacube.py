@@ -104,3 +104,11 @@ def test_preprocess_save_read_round_trip(cube, untrained, tmp_path):
     assert back_raw.calibration.get_ellipse() == pytest.approx(cube.calibration.get_ellipse())
     with pytest.raises(FileExistsError):
         save_atomic(tmp_path / "out.h5", out)
+
+
+def test_unknown_fit_is_refused_before_any_work(cube, monkeypatch):
+    import py4dstem_prenet.datacube as dcm
+
+    monkeypatch.setattr(dcm, "measure_origins", lambda *a, **k: pytest.fail("measured before checking fit"))
+    with pytest.raises(ValueError, match="fit must be one of"):
+        cube.prenet_center(fit="spline", progress=False)
