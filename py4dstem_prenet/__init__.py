@@ -5,15 +5,15 @@ Importing the package registers ``prenet_denoise``, ``prenet_center``, ``prenet_
 parameters, units) are stated once, in :mod:`py4dstem_prenet.geometry`.
 """
 
-__version__ = "0.1.0"
-
-from . import datacube as _datacube  # noqa: E402  (registers the DataCube methods)
-from .pipeline import run_chain  # noqa: E402
-from .reporting import report  # noqa: E402
-from .stream import open_cube, run_file  # noqa: E402
-from .validation import InputError  # noqa: E402
-from .weights import WeightsError  # noqa: E402
+from . import datacube as _datacube  # (registers the DataCube methods)
+from ._version import __version__
+from .pipeline import run_chain
+from .reporting import report
+from .stream import open_cube, run_file
+from .validation import InputError
+from .weights import WeightsError, get_model, list_models
 
 _datacube.register()
 
-__all__ = ["InputError", "WeightsError", "__version__", "open_cube", "report", "run_chain", "run_file"]
+__all__ = ["InputError", "WeightsError", "__version__", "get_model", "list_models", "open_cube", "report",
+           "run_chain", "run_file"]

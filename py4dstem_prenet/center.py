@@ -159,8 +159,7 @@ def _measure_batch(start: int, block: np.ndarray, model: str, device: str, refin
                    with_sum: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """``(qx0, qy0, confidence, centred sum or None)`` of one batch (the per-batch work of the centre pass)."""
     dev = resolve_device(device)
-    loaded = load_model("center", model)
-    loaded.module.to(dev)
+    loaded = load_model("center", model, device=dev)
     x = to_device(block, dev)
     qx, qy, conf = locate(loaded, x, refine=refine)
     return qx, qy, conf, centred_sum(x, qx, qy) if with_sum else None
@@ -195,8 +194,7 @@ def measure_origins(
             total += part
     qx0, qy0, conf = (r.reshape(data.shape[:2]) for r in res)
     dev = resolve_device(device)
-    loaded = load_model("center", model)
-    loaded.module.to(dev)
+    loaded = load_model("center", model, device=dev)
     if scan_context and min(data.shape[:2]) >= 4:
         bad, fx, fy = scan_outliers(qx0, qy0)
         for start in range(0, int(bad.sum()), batch_size):

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .validation import InputError
 
 
@@ -100,21 +100,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.update_manifest:
         from .evaluate.harness import manifest_metrics
         from .simulate.library import PatternLibrary
-        from .weights import read_manifest, update_metrics
+        from .weights import catalogue, update_metrics
 
-        defaults = read_manifest().get("defaults", {})
+        defaults = catalogue()["defaults"]
         detector = PatternLibrary(args.library).detector
         for task, table in zip(args.tasks, tables, strict=True):
             model = defaults[task.split("-")[0]]  # center-scans -> the center model
             figures = {f"{k}_{detector}px": v for k, v in manifest_metrics(table).items()}
-            update_metrics(model, {**figures, f"evaluated_on_{detector}px": Path(args.library).name})
+            update_metrics(model, {**figures, f"evaluated_on_{detector}px": Path(args.library).name},
+                           manifest_path=Path(args.update_manifest))
 
 
 def _cmd_weights(args: argparse.Namespace) -> None:
-    from .weights import install_weights
+    from .weights import REGISTRY_NAME, install_weights, registry_dir
 
-    entry = install_weights(Path(args.file), args.name, default=args.default)
-    print(f"installed {args.name}: {entry['file']} sha256 {entry['sha256'][:16]}...")
+    manifest = Path(args.manifest) if args.manifest else registry_dir() / REGISTRY_NAME
+    entry = install_weights(Path(args.file), args.name, default=args.default, manifest_path=args.manifest)
+    print(f"installed {args.name} into {manifest}: {entry['file']} sha256 {entry['sha256'][:16]}...")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,15 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quick", action="store_true", help="fewer samples (a smoke test)")
     e.add_argument("--tasks", nargs="+", choices=["center", "center-scans", "ellipse", "denoise"],
                    default=["center", "center-scans", "ellipse", "denoise"])
-    e.add_argument("--update-manifest", action="store_true",
-                   help="record the figures in the default models' manifest entries")
+    e.add_argument("--update-manifest", metavar="MANIFEST",
+                   help="record the figures in the default models' entries of this manifest file (a source "
+                        "checkout's py4dstem_prenet/weights_manifest.json; the installed package is never written)")
     common(e)
     e.set_defaults(func=_cmd_evaluate)
 
-    w = sub.add_parser("weights", help="ship trained weights: copy into the package and the manifest")
+    w = sub.add_parser("weights", help="register trained weights in your model registry (or a checkout's manifest)")
     w.add_argument("file", help=".safetensors file written by `prenet train`")
     w.add_argument("--name", required=True, help="manifest name, e.g. center-compact")
     w.add_argument("--default", action="store_true", help="make it the task's default model")
+    w.add_argument("--manifest", help="write this manifest instead of your registry (a source checkout's "
+                                      "py4dstem_prenet/weights_manifest.json, to ship the weights with the package)")
     w.set_defaults(func=_cmd_weights)
     return p
 

@@ -16,7 +16,7 @@ import numpy as np
 from emdfile import Metadata
 from py4DSTEM import DiffractionSlice, RealSlice
 
-from . import __version__
+from ._version import __version__
 from .weights import LoadedModel
 
 

@@ -46,8 +46,7 @@ def _transform_batch(start: int, block: np.ndarray, denoise_model: str | None, q
     dev = resolve_device(device)
     x = to_device(block, dev)
     if denoise_model is not None:
-        loaded = load_model("denoise", denoise_model)
-        loaded.module.to(dev)
+        loaded = load_model("denoise", denoise_model, device=dev)
         x = denoise_block(loaded, x)
     if qx0 is not None:
         sl = slice(start, start + len(block))

@@ -27,6 +27,12 @@ def disk_cube(rx=3, ry=4, q=64, seed=0, dose=2e3):
     return rng.poisson(clean * dose).astype(np.uint16), qx0, qy0
 
 
+@pytest.fixture(autouse=True)
+def user_registry(tmp_path_factory, monkeypatch):
+    """Every test sees its own empty user model registry, never the real ~/.local/share one."""
+    monkeypatch.setenv("PY4DSTEM_PRENET_HOME", str(tmp_path_factory.mktemp("registry")))
+
+
 @pytest.fixture
 def cube():
     data, qx0, qy0 = disk_cube()

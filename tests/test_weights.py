@@ -21,9 +21,9 @@ def package(tmp_path, monkeypatch, untrained):
     manifest = {"schema": 1, "defaults": {"center": "c"}, "models": {"c": entry}}
     (tmp_path / "weights_manifest.json").write_text(json.dumps(manifest))
     monkeypatch.setattr(weights, "MANIFEST_PATH", tmp_path / "weights_manifest.json")
-    weights._load_cached.cache_clear()
+    weights.clear_cache()
     yield tmp_path
-    weights._load_cached.cache_clear()
+    weights.clear_cache()
 
 
 def test_default_model_loads_verified(package):
@@ -93,3 +93,38 @@ def test_shipped_manifest_is_consistent():
             weights.load_model(entry["task"], name)
     for task, name in manifest.get("defaults", {}).items():
         assert manifest["models"][name]["task"] == task
+
+
+def test_registry_is_layered_over_the_shipped_manifest(package, untrained):
+    """User weights go to the registry (never the package); list/get find them; names may not shadow."""
+    shipped_before = (package / "weights_manifest.json").read_text()
+    weights.install_weights(untrained["denoise"], "my-denoise", default=True)
+    assert (package / "weights_manifest.json").read_text() == shipped_before
+    assert (weights.registry_dir() / "weights" / "my-denoise.safetensors").is_file()
+    assert weights.list_models() == ["c", "my-denoise"]
+    assert weights.list_models("denoise") == ["my-denoise"]
+    loaded = weights.load_model("denoise")  # the registry's default for a task the package has none for
+    assert loaded.entry.name == "my-denoise" and loaded.entry.source == "user"
+    assert weights.get_model("c").entry.task == "center"
+    with pytest.raises(WeightsError, match="shipped model"):
+        weights.install_weights(untrained["center"], "c")
+    with pytest.raises(WeightsError, match="unknown model"):
+        weights.get_model("nope")
+
+
+def test_models_are_cached_per_device(package):
+    """A module moved to a useless device (meta) never reaches the other callers."""
+    cpu = weights.load_model("center")
+    meta = weights.load_model("center", device="meta")
+    assert next(meta.module.parameters()).device.type == "meta"
+    again = weights.load_model("center")
+    assert again.module is cpu.module and next(again.module.parameters()).device.type == "cpu"
+    assert torch.isfinite(again.module(torch.ones(1, 1, 32, 32))).all()
+
+
+def test_update_metrics_writes_the_named_manifest_only(package, tmp_path):
+    copy = tmp_path / "checkout_manifest.json"
+    shutil.copyfile(package / "weights_manifest.json", copy)
+    weights.update_metrics("c", {"mae": 0.1}, manifest_path=copy)
+    assert json.loads(copy.read_text())["models"]["c"]["metrics"]["mae"] == 0.1
+    assert "mae" not in weights.read_manifest()["models"]["c"].get("metrics", {})

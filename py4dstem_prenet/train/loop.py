@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import __version__, geometry
+from .. import geometry
+from .._version import __version__
 from ..ellipse import decode_output
 from ..models import build_model
 from ..normalization import work_to_detector
@@ -30,7 +31,7 @@ from ..simulate.library import PatternLibrary
 from ..simulate.structures import list_structures
 from ..weights import write_weights
 from .data import Batch, TrainingData
-from .recipes import ARCHITECTURES, INPUTS, TRAINING, inputs_for
+from .recipes import ARCHITECTURES, TRAINING, inputs_for
 
 
 def make_batch(task: str, data: TrainingData, seed: int, step: int, n: int, size: str = "compact") -> Batch:
@@ -46,8 +47,11 @@ def make_batch(task: str, data: TrainingData, seed: int, step: int, n: int, size
                               inp["ratio_scale"])
 
 
-def loss_and_metrics(task: str, net: nn.Module, batch: Batch, device: torch.device) -> tuple[torch.Tensor, dict]:
-    """Training loss and task metrics (denoise: PSNR dB; centre: mean radial error px; ellipse: errors)."""
+def loss_and_metrics(task: str, net: nn.Module, batch: Batch, device: torch.device,
+                     size: str = "compact") -> tuple[torch.Tensor, dict]:
+    """Training loss and task metrics (denoise: PSNR dB; centre: mean radial error px; ellipse: errors), with
+    the input settings of network ``size`` (:func:`recipes.inputs_for`, the ones its manifest entry records)."""
+    inp = inputs_for(task, size)
     x, target = batch.x.to(device), batch.target.to(device)
     y = net(x)
     if task == "denoise":  # MSE in counts relative to the input's Poisson MSE (the mean expected count)
@@ -58,7 +62,7 @@ def loss_and_metrics(task: str, net: nn.Module, batch: Batch, device: torch.devi
         return ratio.mean(), {"mse_ratio": ratio.detach().mean().item(),
                               "psnr_db": (-10 * torch.log10(mse.clamp_min(1e-12))).mean().item()}
     if task == "center":
-        inp, n = INPUTS["center"], y.shape[0]
+        n = y.shape[0]
         logp = torch.log_softmax(y.reshape(n, -1), dim=1)
         t = target.reshape(n, -1)
         cross_entropy = -(t / t.sum(1, keepdim=True) * logp).sum(1).mean()
@@ -69,9 +73,9 @@ def loss_and_metrics(task: str, net: nn.Module, batch: Batch, device: torch.devi
                           qy - torch.as_tensor(batch.labels["qy0"], dtype=qy.dtype, device=device))
         return cross_entropy + err.mean(), {"mae_r_px": err.detach().mean().item(),
                                             "median_r_px": err.detach().median().item()}
-    weight = torch.clamp((target[:, 2] / INPUTS["ellipse"]["ratio_scale"]) / 0.02, max=1.0)
+    weight = torch.clamp((target[:, 2] / inp["ratio_scale"]) / 0.02, max=1.0)
     loss = torch.mean((y[:, 2] - target[:, 2]) ** 2) + torch.mean(weight * ((y[:, :2] - target[:, :2]) ** 2).sum(1))
-    ratio, theta, _ = decode_output(y, INPUTS["ellipse"]["ratio_scale"])
+    ratio, theta, _ = decode_output(y, inp["ratio_scale"])
     sel = batch.labels["ratio"] > 1.01
     ang = np.degrees(geometry.angle_difference(theta[sel], batch.labels["theta"][sel])).mean() if sel.any() else 0.0
     return loss, {"ratio_err": float(np.abs(ratio - batch.labels["ratio"]).mean()), "angle_err_deg": float(ang)}
@@ -151,7 +155,7 @@ def train(task: str, library: str, out_dir: str | Path, size: str = "compact", s
     while state["step"] < stop_at and state["bad"] < cfg["patience"]:
         net.train()
         batch_ = make_batch(task, train_data, seed, state["step"], cfg["batch"], size)
-        loss, metrics = loss_and_metrics(task, net, batch_, dev)
+        loss, metrics = loss_and_metrics(task, net, batch_, dev, size)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -160,7 +164,7 @@ def train(task: str, library: str, out_dir: str | Path, size: str = "compact", s
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4g}", **{k: f"{v:.4g}" for k, v in metrics.items()})
         if state["step"] % cfg["val_every"] == 0 or state["step"] == cfg["steps"]:
-            val_loss, val_metrics = _validate(task, net, val_batches, dev)
+            val_loss, val_metrics = _validate(task, net, val_batches, dev, size)
             improved = val_loss < state["best"]
             if improved:
                 state.update(best=val_loss, bad=0, best_metrics=val_metrics,
@@ -185,11 +189,12 @@ def train(task: str, library: str, out_dir: str | Path, size: str = "compact", s
 
 
 @torch.no_grad()
-def _validate(task: str, net: nn.Module, batches: list[Batch], device: torch.device) -> tuple[float, dict]:
+def _validate(task: str, net: nn.Module, batches: list[Batch], device: torch.device,
+              size: str) -> tuple[float, dict]:
     net.eval()
     losses, metrics = [], []
     for b in batches:
-        loss, m = loss_and_metrics(task, net, b, device)
+        loss, m = loss_and_metrics(task, net, b, device, size)
         losses.append(loss.item())
         metrics.append(m)
     return float(np.mean(losses)), {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
