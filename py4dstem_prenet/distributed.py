@@ -1,7 +1,7 @@
 """Spreading the per-batch work over a Dask cluster (``pip install "py4dstem-prenet[distributed]"``).
 
 :func:`map_chunks` cuts the scan into chunks of whole rows, each a whole number of
-:func:`runner.iter_batches` batches, and has the workers run the same per-batch function on the same
+:func:`batches.iter_batches` batches, and has the workers run the same per-batch function on the same
 batches as a single process would, so the results are identical. A cube in an HDF5 file is read by the
 workers themselves (they need the file at the same path: a shared filesystem); any other cube is read
 here and its chunks are sent to them. At most two chunks per worker are in flight, so neither side
@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from .runner import iter_batches, rows_per_read
+from .batches import iter_batches, rows_per_read
 
 #: Patterns per task: large enough that scheduling costs little, small enough to balance the workers.
 CHUNK_PATTERNS = 1024
@@ -36,7 +36,7 @@ class HDF5Rows:
 
 class _RowWindow:
     """Rows ``r0 <= rx < r0 + len(block)`` of a cube of ``shape``, indexable like the whole cube by
-    scan-row slices (all that :func:`runner.iter_batches` asks of its data)."""
+    scan-row slices (all that :func:`batches.iter_batches` asks of its data)."""
 
     def __init__(self, block: np.ndarray, r0: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.block, self.r0, self.shape, self.dtype = block, r0, shape, dtype

@@ -23,10 +23,11 @@ import numpy as np
 from py4DSTEM.process.calibration.origin import fit_origin
 
 from . import geometry
+from .batches import write_block
 from .center import Origins, measure_origins
 from .denoise import denoise_block
 from .ellipse import EllipseFit, measure_ellipse
-from .runner import map_batches, resolve_device, to_device, write_block
+from .runner import map_batches, resolve_device, to_device
 from .weights import LoadedModel, load_model
 
 FITS = (None, "plane", "parabola", "bezier_two", "constant")

@@ -33,8 +33,8 @@ import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from . import geometry  # noqa: E402
+from .batches import iter_batches  # noqa: E402
 from .center import refine_on_disk  # noqa: E402
-from .runner import iter_batches  # noqa: E402
 from .validation import InputError  # noqa: E402
 
 

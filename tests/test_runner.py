@@ -5,8 +5,8 @@ import py4DSTEM
 import pytest
 import torch
 
+from py4dstem_prenet.batches import iter_batches
 from py4dstem_prenet.models import build_model
-from py4dstem_prenet.runner import iter_batches
 from py4dstem_prenet.train.recipes import ARCHITECTURES, inputs_for
 from py4dstem_prenet.weights import write_weights
 
@@ -58,7 +58,7 @@ def test_neighbour_denoiser_runs_through_the_datacube_method(tmp_path, cube):
 
 
 def test_prefetch_keeps_order_passes_errors_and_stops_early():
-    from py4dstem_prenet.runner import prefetch
+    from py4dstem_prenet.batches import prefetch
 
     assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
 

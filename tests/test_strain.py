@@ -16,6 +16,7 @@ import torch
 from py4dstem_prenet.evaluate import strain
 
 torch.set_num_threads(1)
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -225,14 +225,22 @@ plt.show()
 ]
 
 
-def main() -> None:
+def build() -> dict[str, nbformat.NotebookNode]:
+    """Every notebook by file name, as the generator makes it (``tests/test_notebooks.py`` checks that the
+    committed files are exactly these)."""
+    notebooks = {}
     for name, cells in (("01_quickstart", QUICKSTART), ("02_vs_classical", VS_CLASSICAL), ("03_retrain", RETRAIN),
                         ("04_strain", STRAIN)):
         for i, cell in enumerate(cells):
             cell.id = f"{name}-{i:02d}"  # stable ids: regenerating changes nothing that was not edited
-        nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                                "language": "python"}})
-        nbformat.write(nb, HERE / f"{name}.ipynb")
+        notebooks[f"{name}.ipynb"] = new_notebook(cells=cells, metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    return notebooks
+
+
+def main() -> None:
+    for name, nb in build().items():
+        nbformat.write(nb, HERE / name)
 
 
 if __name__ == "__main__":
