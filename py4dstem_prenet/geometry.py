@@ -163,6 +163,29 @@ def _sample_bicubic(x: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torc
     return out
 
 
+def sample_bilinear(images: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of ``images (N, C, Qx, Qy)`` at pixel positions ``px`` (rows) and ``py`` (columns),
+    each ``(N, H', W')`` or broadcastable to it; zeros outside the detector. Returns ``(N, C, H', W')``.
+
+    The one conversion of this package from pixel positions (py4DSTEM axes, pixel centres at integers)
+    to ``grid_sample``'s normalised ``(column, row)`` grid with ``align_corners=True``.
+    """
+    n, _, h, w = images.shape
+    px, py = torch.broadcast_tensors(torch.as_tensor(px, dtype=images.dtype, device=images.device),
+                                     torch.as_tensor(py, dtype=images.dtype, device=images.device))
+    grid = torch.stack([py * (2.0 / max(w - 1, 1)) - 1.0, px * (2.0 / max(h - 1, 1)) - 1.0], dim=-1)
+    grid = grid.expand(n, *grid.shape[1:]) if grid.shape[0] == 1 else grid
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def polar_positions(cx: float, cy: float, radii: torch.Tensor, angles: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                              torch.Tensor]:
+    """Pixel positions ``(qx, qy)``, each ``(len(radii), len(angles))``, of a polar grid about ``(cx, cy)``:
+    ``angles`` in radians from qx towards qy, ``radii`` in pixels (1D tensors)."""
+    r, phi = radii.reshape(-1, 1), angles.reshape(1, -1)
+    return cx + r * torch.cos(phi), cy + r * torch.sin(phi)
+
+
 def warp(
     images: torch.Tensor,
     matrices: np.ndarray | torch.Tensor,
@@ -203,9 +226,8 @@ def warp(
     py = lin[:, 1, 0] * qx + lin[:, 1, 1] * qy + t[:, 1]
     if mode == "bicubic":
         out = _sample_bicubic(x, px, py)
-    else:  # grid_sample wants (column, row) normalised to [-1, 1] with align_corners=True
-        grid = torch.stack([py * (2.0 / max(w - 1, 1)) - 1.0, px * (2.0 / max(h - 1, 1)) - 1.0], dim=-1)
-        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    else:
+        out = sample_bilinear(x, px, py)
     if preserve_counts:
         det = (m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]).abs()
         out = out * det.view(n, 1, 1, 1)

@@ -30,7 +30,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import py4DSTEM  # noqa: E402
 import torch  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
 
 from . import geometry  # noqa: E402
 from .batches import iter_batches  # noqa: E402
@@ -45,12 +44,10 @@ def polar_transform(pattern: np.ndarray, n_r: int | None = None, n_theta: int = 
     h, w = pattern.shape
     n_r = n_r or int(min(h, w) // 2)
     cx, cy = geometry.detector_center((h, w))
-    r = torch.linspace(0, min(h, w) / 2 - 1, n_r)[None]
-    phi = torch.arange(n_theta, dtype=torch.float32)[:, None] * (2 * np.pi / n_theta)
-    qx, qy = cx + r * torch.cos(phi), cy + r * torch.sin(phi)
-    grid = torch.stack([qy * (2.0 / (w - 1)) - 1.0, qx * (2.0 / (h - 1)) - 1.0], dim=-1)[None]
+    angles = torch.arange(n_theta, dtype=torch.float32) * (2 * np.pi / n_theta)
+    qx, qy = geometry.polar_positions(cx, cy, torch.linspace(0, min(h, w) / 2 - 1, n_r), angles)
     img = torch.as_tensor(np.asarray(pattern, dtype=np.float32))[None, None]
-    return F.grid_sample(img, grid, mode="bilinear", align_corners=True)[0, 0].numpy()
+    return geometry.sample_bilinear(img, qx.T[None], qy.T[None])[0, 0].numpy()
 
 
 def ring_statistics(pattern: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
