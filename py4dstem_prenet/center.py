@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import geometry
+from . import engine, geometry
 from .ellipse import centred_sum
+from .engine import Output, Step
 from .normalization import detector_to_work, to_network, to_work_grid, work_to_detector
-from .runner import apply_network, map_batches, resolve_device, to_device
+from .options import Options
+from .runner import apply_network, resolve_device, to_device
 from .weights import LoadedModel, load_model
 
 
@@ -155,14 +156,32 @@ def locate(loaded: LoadedModel, counts: torch.Tensor, near: tuple[np.ndarray, np
     return qx, qy, conf
 
 
-def _measure_batch(start: int, block: np.ndarray, model: str, device: str, refine: bool,
-                   with_sum: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(qx0, qy0, confidence, centred sum or None)`` of one batch (the per-batch work of the centre pass)."""
-    dev = resolve_device(device)
-    loaded = load_model("center", model, device=dev)
-    x = to_device(block, dev)
-    qx, qy, conf = locate(loaded, x, refine=refine)
-    return qx, qy, conf, centred_sum(x, qx, qy) if with_sum else None
+@dataclass
+class CentreStep(Step):
+    """The centre pass over a cube (:mod:`engine` step): each pattern's ``qx0``, ``qy0`` (pixels) and
+    ``confidence`` (:func:`locate`), and with ``mean`` the sum of the patterns with every optical axis
+    moved to the detector centre (``centred_sum``, float64)."""
+
+    model: str
+    device: str
+    refine: bool = True
+    mean: bool = False
+    desc: str = "centre"
+
+    def outputs(self, shape: tuple[int, int, int, int]) -> dict[str, Output]:
+        out = {"qx0": Output("nav"), "qy0": Output("nav"), "confidence": Output("nav")}
+        if self.mean:
+            out["centred_sum"] = Output("sum", shape[2:])
+        return out
+
+    def process(self, start: int, block: np.ndarray) -> dict[str, np.ndarray]:
+        dev = resolve_device(self.device)
+        x = to_device(block, dev)
+        qx, qy, conf = locate(load_model("center", self.model, device=dev), x, refine=self.refine)
+        out = {"qx0": qx, "qy0": qy, "confidence": conf}
+        if self.mean:
+            out["centred_sum"] = centred_sum(x, qx, qy)
+        return out
 
 
 def measure_origins(
@@ -182,17 +201,12 @@ def measure_origins(
 
     With ``mean`` the same pass also accumulates the mean pattern with every optical axis moved to the
     detector centre (at the final measured origins), returned third (else ``None``). ``client``: a
-    ``dask.distributed.Client`` to spread the batches over (:func:`runner.map_batches`).
+    ``dask.distributed.Client`` to spread the batches over (:mod:`engine`).
     """
-    fn = partial(_measure_batch, model=model, device=str(device), refine=refine, with_sum=mean)
-    n = int(data.shape[0]) * int(data.shape[1])
-    res = np.empty((3, n))
-    total = np.zeros(tuple(data.shape[2:]), dtype=np.float64) if mean else None
-    for start, (qx, qy, conf, part) in map_batches(fn, data, batch_size, progress, "centre", client):
-        res[:, start:start + len(qx)] = qx, qy, conf
-        if mean:
-            total += part
-    qx0, qy0, conf = (r.reshape(data.shape[:2]) for r in res)
+    step = CentreStep(model=model, device=str(device), refine=refine, mean=mean)
+    res = engine.run(step, data, Options(device=str(device), batch_size=batch_size, progress=progress, client=client))
+    qx0, qy0, conf = res["qx0"], res["qy0"], res["confidence"]
+    total = res.get("centred_sum")
     dev = resolve_device(device)
     loaded = load_model("center", model, device=dev)
     if scan_context and min(data.shape[:2]) >= 4:
@@ -205,6 +219,7 @@ def measure_origins(
             qx0[rx, ry], qy0[rx, ry], conf[rx, ry] = locate(loaded, x, (fx[rx, ry], fy[rx, ry]), refine)
             if mean:
                 total += centred_sum(x, qx0[rx, ry], qy0[rx, ry]) - centred_sum(x, *old)
+    n = int(data.shape[0]) * int(data.shape[1])
     return Origins(qx0, qy0, conf), loaded, None if total is None else total / n
 
 

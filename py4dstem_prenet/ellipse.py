@@ -13,16 +13,17 @@ whatever its radius, so one convolutional filter bank detects it on all rings at
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import geometry
+from . import engine, geometry
+from .engine import Output, Step
 from .normalization import to_network
-from .runner import map_batches, resolve_device, to_device
+from .options import Options
+from .runner import resolve_device, to_device
 from .weights import LoadedModel, load_model
 
 
@@ -42,13 +43,25 @@ def centred_sum(counts: torch.Tensor, qx0: np.ndarray, qy0: np.ndarray) -> np.nd
     return geometry.warp(counts, f).sum(0, dtype=torch.float64).cpu().numpy()
 
 
-def _centred_sum_batch(start: int, block: np.ndarray, qx0: np.ndarray | None, qy0: np.ndarray | None,
-                       device: str) -> np.ndarray:
-    x = to_device(block, resolve_device(device))
-    if qx0 is None:
-        return x.sum(0, dtype=torch.float64).cpu().numpy()
-    sl = slice(start, start + len(block))
-    return centred_sum(x, qx0[sl], qy0[sl])
+@dataclass
+class CentredSumStep(Step):
+    """Sum of a cube's patterns (float64) after moving each optical axis ``(qx0, qy0)`` (flat over the scan,
+    pixels) to the detector centre; without origins the patterns are summed as they are."""
+
+    qx0: np.ndarray | None
+    qy0: np.ndarray | None
+    device: str
+    desc: str = "mean"
+
+    def outputs(self, shape: tuple[int, int, int, int]) -> dict[str, Output]:
+        return {"centred_sum": Output("sum", shape[2:])}
+
+    def process(self, start: int, block: np.ndarray) -> dict[str, np.ndarray]:
+        x = to_device(block, resolve_device(self.device))
+        if self.qx0 is None:
+            return {"centred_sum": x.sum(0, dtype=torch.float64).cpu().numpy()}
+        sl = slice(start, start + len(block))
+        return {"centred_sum": centred_sum(x, self.qx0[sl], self.qy0[sl])}
 
 
 def mean_centered_pattern(
@@ -57,16 +70,14 @@ def mean_centered_pattern(
 ) -> np.ndarray:
     """Mean pattern ``(Qx, Qy)`` of a cube after moving every optical axis to the detector centre.
 
-    Accumulated batch by batch (float64, :func:`centred_sum`), so the cube is never held whole.
+    Accumulated batch by batch (float64, :class:`CentredSumStep`), so the cube is never held whole.
     Without origins the patterns are averaged as they are (the cube is taken to be centred already).
-    ``client``: a ``dask.distributed.Client`` to spread the batches over (:func:`runner.map_batches`).
+    ``client``: a ``dask.distributed.Client`` to spread the batches over (:mod:`engine`).
     """
     flat = (None, None) if qx0 is None else (np.ravel(qx0).astype(np.float64), np.ravel(qy0).astype(np.float64))
-    fn = partial(_centred_sum_batch, qx0=flat[0], qy0=flat[1], device=str(device))
-    total = np.zeros(tuple(data.shape[2:]), dtype=np.float64)
-    for _, part in map_batches(fn, data, batch_size, progress, "mean", client):
-        total += part
-    return total / (data.shape[0] * data.shape[1])
+    step = CentredSumStep(flat[0], flat[1], str(device))
+    res = engine.run(step, data, Options(device=str(device), batch_size=batch_size, progress=progress, client=client))
+    return res["centred_sum"] / (data.shape[0] * data.shape[1])
 
 
 @torch.no_grad()

@@ -16,18 +16,18 @@ in memory at a time; the input is read twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
 from py4DSTEM.process.calibration.origin import fit_origin
 
-from . import geometry
-from .batches import write_block
+from . import engine, geometry
 from .center import Origins, measure_origins
 from .denoise import denoise_block
 from .ellipse import EllipseFit, measure_ellipse
-from .runner import map_batches, resolve_device, to_device
+from .engine import Output, Step
+from .options import Options
+from .runner import resolve_device, to_device
 from .weights import LoadedModel, load_model
 
 FITS = (None, "plane", "parabola", "bezier_two", "constant")
@@ -39,21 +39,35 @@ def check_fit(fit: str | None) -> None:
         raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
 
 
-def _transform_batch(start: int, block: np.ndarray, denoise_model: str | None, qx0: np.ndarray | None,
-                     qy0: np.ndarray | None, ratio: float, theta: float, device: str) -> np.ndarray:
-    """One batch of the transform pass: denoise (if a model is given; ``block`` then holds each pattern's
-    scan neighbours too when the model uses them), then one resampling (if origins are given) that moves
-    each optical axis to the detector centre and makes rings circular."""
-    dev = resolve_device(device)
-    x = to_device(block, dev)
-    if denoise_model is not None:
-        loaded = load_model("denoise", denoise_model, device=dev)
-        x = denoise_block(loaded, x)
-    if qx0 is not None:
-        sl = slice(start, start + len(block))
-        f = geometry.distortion_matrix(tuple(block.shape[-2:]), qx0[sl], qy0[sl], ratio, theta)
-        x = geometry.warp(x, f, preserve_counts=True)
-    return x.cpu().numpy()
+@dataclass
+class TransformStep(Step):
+    """The transform pass (:mod:`engine` step): each batch denoised (if ``denoise_model`` is given; the
+    block then holds each pattern's scan neighbours too when the model uses them), then resampled once
+    (if origins are given, flat over the scan, pixels) so that each optical axis moves to the detector
+    centre and rings become circular. Output ``data``: float32 counts per pattern."""
+
+    denoise_model: str | None
+    qx0: np.ndarray | None
+    qy0: np.ndarray | None
+    ratio: float
+    theta: float
+    device: str
+    neighbours: bool = False
+    desc: str = "transform"
+
+    def outputs(self, shape: tuple[int, int, int, int]) -> dict[str, Output]:
+        return {"data": Output("nav", shape[2:], "float32")}
+
+    def process(self, start: int, block: np.ndarray) -> dict[str, np.ndarray]:
+        dev = resolve_device(self.device)
+        x = to_device(block, dev)
+        if self.denoise_model is not None:
+            x = denoise_block(load_model("denoise", self.denoise_model, device=dev), x)
+        if self.qx0 is not None:
+            sl = slice(start, start + len(block))
+            f = geometry.distortion_matrix(tuple(block.shape[-2:]), self.qx0[sl], self.qy0[sl], self.ratio, self.theta)
+            x = geometry.warp(x, f, preserve_counts=True)
+        return {"data": x.cpu().numpy()}
 
 
 def transform(
@@ -71,16 +85,14 @@ def transform(
     ``client``: a ``dask.distributed.Client`` to spread the batches over. Returns ``out`` and the
     loaded denoise model (``None`` without denoising).
     """
-    out = np.empty(data.shape, dtype=np.float32) if out is None else out
     flat = [None if q is None else np.ravel(q).astype(np.float64) for q in (qx0, qy0)]
-    fn = partial(_transform_batch, denoise_model=denoise_model, qx0=flat[0], qy0=flat[1], ratio=float(ratio),
-                 theta=float(theta), device=str(device))
-    desc = "denoise" if qx0 is None else "align" if denoise_model is None else "denoise + align"
     loaded = None if denoise_model is None else load_model("denoise", denoise_model)
     neighbours = bool(loaded is not None and loaded.entry.input.get("neighbours", 0))
-    for start, res in map_batches(fn, data, batch_size, progress, desc, client, neighbours):
-        write_block(out, start, res)
-    return out, loaded
+    desc = "denoise" if qx0 is None else "align" if denoise_model is None else "denoise + align"
+    step = TransformStep(denoise_model, flat[0], flat[1], float(ratio), float(theta), str(device), neighbours, desc)
+    opts = Options(device=str(device), batch_size=batch_size, progress=progress, client=client)
+    into = {} if out is None else {"data": out}
+    return engine.run(step, data, opts, into=into)["data"], loaded
 
 
 def fit_origins(origins: Origins, fit: str | None, robust: bool) -> tuple[np.ndarray, np.ndarray]:

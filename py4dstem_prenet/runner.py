@@ -5,9 +5,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
-
 import numpy as np
 import torch
 
@@ -22,24 +19,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was asked for but PyTorch sees no CUDA GPU; use device='cpu' or 'auto'")
     return dev
-
-
-def map_batches(
-    fn: Callable[[int, np.ndarray], Any], data: Any, batch_size: int = 64, progress: bool = True,
-    desc: str = "patterns", client: Any = None, neighbours: bool = False,
-) -> Iterator[tuple[int, Any]]:
-    """``(flat_start, fn(flat_start, block))`` for every batch of :func:`batches.iter_batches` (with
-    ``neighbours`` as there), in scan order.
-
-    With a ``dask.distributed.Client`` the batches are grouped into chunks of scan rows that the
-    cluster's workers process (:mod:`py4dstem_prenet.distributed`); the batches, and so the results,
-    are the same as in this process. ``fn`` must then be picklable (a module-level function or a
-    ``functools.partial`` of one).
-    """
-    from .engine import DaskExecutor, LocalExecutor
-
-    executor = LocalExecutor() if client is None else DaskExecutor(client)
-    yield from executor.map(fn, data, batch_size=batch_size, progress=progress, desc=desc, neighbours=neighbours)
 
 
 def to_device(block: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -61,19 +61,19 @@ def test_open_cube_finds_the_cube_in_plain_hdf5(tmp_path):
 def test_interrupted_run_leaves_no_output_and_reruns_cleanly(tmp_path, cube, untrained, monkeypatch):
     src, out = tmp_path / "in.h5", tmp_path / "out.h5"
     py4DSTEM.save(str(src), cube)
-    real = pipeline._transform_batch
+    real = pipeline.TransformStep.process
 
-    def interrupted(start, block, **kw):
+    def interrupted(self, start, block):
         if start > 0:
             raise KeyboardInterrupt
-        return real(start, block, **kw)
+        return real(self, start, block)
 
-    monkeypatch.setattr(pipeline, "_transform_batch", interrupted)
+    monkeypatch.setattr(pipeline.TransformStep, "process", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_file(src, out, device="cpu", progress=False, batch_size=4, **models(untrained))
     assert [p.name for p in tmp_path.iterdir()] == ["in.h5"]
     (tmp_path / ".out.h5.abc.part").write_bytes(b"left by a killed run")
-    monkeypatch.setattr(pipeline, "_transform_batch", real)
+    monkeypatch.setattr(pipeline.TransformStep, "process", real)
     run_file(src, out, device="cpu", progress=False, batch_size=4, **models(untrained))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5", "out.h5"]
 
@@ -87,6 +87,7 @@ PEAK_RSS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_cube(tmp_path, untrained):
     """Peak RSS of `run_file` on a 16x larger cube (12 MB vs 200 MB of float32) grows by far less than
     the cube: memory is bounded by the batch, not the cube."""
@@ -105,6 +106,7 @@ def test_peak_memory_does_not_grow_with_the_cube(tmp_path, untrained):
     assert peaks[128] - peaks[8] < 0.2 * cube_mb, (peaks, cube_mb)
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_the_single_process_result(tmp_path, cube, untrained):
     distributed = pytest.importorskip("distributed")
     src = tmp_path / "in.h5"
