@@ -13,7 +13,7 @@ from py4dstem_prenet.train.data import TrainingData, split_of
 from py4dstem_prenet.train.loop import make_batch, train
 from py4dstem_prenet.weights import load_model
 
-TRAIN, VAL, TEST = "Al2O3_corundum", "Ti_hcp", "FeAl_B2"
+TRAIN, VAL, TEST = "Al2O3_corundum", "ZnAl2O4_spinel", "FeAl_B2"
 
 
 @pytest.fixture(scope="module")
