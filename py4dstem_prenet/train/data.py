@@ -21,7 +21,7 @@ from ..ellipse import ellipse_input
 from ..normalization import detector_to_work, to_network, to_work_grid
 from ..simulate.augment import AugmentRanges, distort, draw_geometry
 from ..simulate.library import PatternLibrary
-from ..simulate.noise import DetectorEffects, add_noise, log_uniform
+from ..simulate.noise import DetectorEffects, add_noise, draw_detector, log_uniform
 from ..simulate.structures import list_structures
 
 SPLITS = ("train", "val", "test")
@@ -104,12 +104,20 @@ class TrainingData:
         self.ranges = ranges or AugmentRanges()
         self.shape = tuple(self.patterns.shape[-2:])
 
+    def _effects(self, rng: np.random.Generator, saturation_fraction: float = 0.0) -> DetectorEffects:
+        """One batch's detector: :func:`draw_effects`, or with ``ranges.detectors`` a drawn detector of one
+        of those kinds (:func:`simulate.noise.draw_detector`)."""
+        if not self.ranges.detectors:
+            return draw_effects(rng, saturation_fraction)
+        kind = self.ranges.detectors[int(rng.integers(len(self.ranges.detectors)))]
+        return draw_detector(rng, kind, beam_stop=self.ranges.beam_stop_fraction, shape=self.shape)
+
     def _noisy(self, rng: np.random.Generator, gen: torch.Generator, n: int):
         pick = rng.integers(0, len(self.patterns), n)
         params = draw_geometry(rng, n, self.shape, self.ranges)
         clean = distort(self.patterns[pick], params)
         dose = log_uniform(rng, *self.ranges.dose, n)
-        effects = draw_effects(rng, self.ranges.saturation_fraction)
+        effects = self._effects(rng, self.ranges.saturation_fraction)
         noisy = add_noise(clean, dose, gen, effects)
         return clean, dose, noisy, params, pick, effects
 
@@ -184,7 +192,7 @@ class TrainingData:
             f = geometry.distortion_matrix(self.shape, **geo)
             total = geometry.warp(self.patterns[pick], geometry.invert(f), mode="bilinear",
                                   preserve_counts=True).clamp_min(0).sum(0, keepdim=True)
-            means.append(add_noise(total, labels["dose"][i], gen, draw_effects(rng))[0] / k)
+            means.append(add_noise(total, labels["dose"][i], gen, self._effects(rng))[0] / k)
         return torch.stack(means), labels
 
     def ellipse_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int, per_mean: tuple[int, int],
