@@ -68,4 +68,4 @@ def test_evaluation_tables(library):
     assert all(r[3] <= n[3] for r, n in zip(rows, [r for r in tables[3].rows if r[2] == "noisy"], strict=True))
     assert {r[0] for r in tables[0].rows} >= {"dose", "detector", "bit depth", "read noise", "beam stop",
                                               "thickness", "tilt", "convergence", "detector size"}
-    assert all(r[7] > 0 for r in tables[0].rows)  # the Cramer-Rao bound is printed beside the errors
+    assert all(r[8] > 0 for r in tables[0].rows)  # the Cramer-Rao bound is printed beside the errors

@@ -146,7 +146,7 @@ doses = sorted({r[1] for r in rows}, key=float)
 for m in methods:
     plt.semilogy([float(d) for d in doses], [next(r[4] for r in rows if r[1] == d and r[2] == m) for d in doses],
                  "o-", label=m)
-plt.semilogy([float(d) for d in doses], [next(r[7] for r in rows if r[1] == d) for d in doses], "k--",
+plt.semilogy([float(d) for d in doses], [next(r[8] for r in rows if r[1] == d) for d in doses], "k--",
              label="Cramer-Rao bound (RMS)")
 plt.xscale("log")
 plt.xlabel("electrons per pattern")

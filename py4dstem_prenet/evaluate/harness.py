@@ -11,6 +11,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import py4DSTEM
@@ -23,12 +24,13 @@ from ..simulate.library import PatternLibrary
 from ..simulate.noise import KINDS, DetectorEffects, add_noise, draw_detector, expected_counts
 from ..simulate.scans import ScanRanges, build_scan
 from ..train.data import TrainingData
-from ..validation import MIN_DETECTOR
+from ..validation import MIN_DETECTOR, InputError
 from . import classical
 from .crb import centre_crb
 
 DOSES = (1e2, 1e3, 1e4, 1e5)
 BEAM_STOP_FRACTION = 0.3  # samples / scans recorded behind a beam stop
+CENTER_COLUMNS = ["condition", "value", "method", "n", "MAE-R", "RMS-R", "P95-R", "failed", "CRB-R", "ms/pattern"]
 BINNED_FRACTION = 0.25  # centre samples on a 2 x 2 binned detector (half the pixels; if >= MIN_DETECTOR)
 
 
@@ -49,10 +51,25 @@ class Table:
         return "\n".join(lines)
 
 
-def _center_errors(qx, qy, tx, ty) -> dict[str, float]:
-    dx, dy = np.abs(qx - tx), np.abs(qy - ty)
-    r = np.hypot(dx, dy)
-    return {"MAE-R": float(r.mean()), "RMS-R": float(np.sqrt((r * r).mean())), "P95-R": float(np.percentile(r, 95))}
+def _center_errors(qx, qy, tx, ty) -> dict[str, float | int]:
+    """Radial errors of the measured positions (NaN = not measured: counted in "failed")."""
+    r = np.hypot(qx - tx, qy - ty)
+    ok = np.isfinite(r)
+    r = r[ok]
+    if not r.size:
+        return {"MAE-R": float("nan"), "RMS-R": float("nan"), "P95-R": float("nan"), "failed": int((~ok).sum())}
+    return {"MAE-R": float(r.mean()), "RMS-R": float(np.sqrt((r * r).mean())), "P95-R": float(np.percentile(r, 95)),
+            "failed": int((~ok).sum())}
+
+
+def _or_refused(fn, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``fn()`` -> ``(qx, qy)``, or NaNs (``n`` positions) when the package refuses the input
+    (:class:`validation.InputError`, e.g. a scan holding empty patterns behind a beam stop)."""
+    try:
+        qx, qy = fn()
+    except InputError:
+        return np.full(n, np.nan), np.full(n, np.nan)
+    return np.asarray(qx, dtype=np.float64).ravel(), np.asarray(qy, dtype=np.float64).ravel()
 
 
 def _ours_center(noisy: np.ndarray, model: str, device: str) -> tuple[np.ndarray, np.ndarray]:
@@ -162,6 +179,7 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
         c = _bin2(clean[i:i + 1]) if binned[i] else clean[i:i + 1]
         noisy.append(add_noise(c, dose[i], gen, effects[i])[0].numpy())
         crb[i] = centre_crb(c, dose[i], effects[i])[0]
+    empty = np.array([np.ptp(p) == 0 for p in noisy])  # no counts at all (low dose behind a beam stop)
     conditions = {"dose": np.array([f"{d:.0e}" for d in dose]), **_detector_conditions(effects, kinds),
                   "detector size": np.array([f"{s[0]} px" for s in shapes]),
                   **_optics_conditions(meta, test_rows[pick])}
@@ -170,24 +188,33 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
     results = {k: (np.empty(n), np.empty(n)) for k in names}
     ms = dict.fromkeys(names, 0.0)
     for size in sorted({s[0] for s in shapes}):
-        sel = np.flatnonzero(np.array([s[0] for s in shapes]) == size)
+        sel = np.flatnonzero((np.array([s[0] for s in shapes]) == size) & ~empty)
         batch = np.stack([noisy[i] for i in sel])
         for name in names:
             t0 = time.perf_counter()
             if name == "ours":
-                qx, qy = _ours_center(batch, model, device)
+                qx, qy = _or_refused(partial(_ours_center, batch, model, device), len(sel))
             elif name == "ours without disk refinement":
-                found, _, _ = measure_origins(batch[None], model, device, progress=False, refine=False)
-                qx, qy = found.qx0[0], found.qy0[0]
+                qx, qy = _or_refused(partial(_origins, batch[None], model, device, refine=False), len(sel))
             else:
                 qx, qy = classical.CENTER_METHODS[name](batch)
             ms[name] += 1e3 * (time.perf_counter() - t0) / n
             results[name][0][sel], results[name][1][sel] = qx, qy
-    table = Table(f"Centre: {n} held-out patterns ({q} px library), by condition; errors in px; CRB-R: RMS "
-                  "Poisson Cramer-Rao bound of the radial error (compare with RMS-R)",
-                  ["condition", "value", "method", "n", "MAE-R", "RMS-R", "P95-R", "CRB-R", "ms/pattern"])
-    _table_rows(table, conditions, results, truth, crb, ms)
+    keep = ~empty
+    table = Table(f"Centre: {int(keep.sum())} held-out patterns ({q} px library; {int(empty.sum())} more held no "
+                  "counts at all and are left out), by condition; errors in px; failed: not measured (refused); "
+                  "CRB-R: RMS Poisson Cramer-Rao bound of the radial error (compare with RMS-R)",
+                  CENTER_COLUMNS)
+    _table_rows(table, {k: v[keep] for k, v in conditions.items()},
+                {k: (v[0][keep], v[1][keep]) for k, v in results.items()},
+                (truth[0][keep], truth[1][keep]), crb[keep], ms)
     return table
+
+
+def _origins(cube: np.ndarray, model: str, device: str, **options) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`center.measure_origins` of a cube ``(Rx, Ry, Q, Q)``: flat ``(qx0, qy0)``, px."""
+    found, _, _ = measure_origins(cube, model, device, progress=False, **options)
+    return found.qx0.ravel(), found.qy0.ravel()
 
 
 def evaluate_center_scans(library: str, model: str = "default", device: str = "auto", cubes: int = 4,
@@ -220,17 +247,16 @@ def evaluate_center_scans(library: str, model: str = "default", device: str = "a
                                ("beam stop", "yes" if e.has_beam_stop else "none"), ("drift", drift),
                                ("specimen", specimen)):
                 labels[key].append(np.full(m, value))
+            cube = noisy.reshape(clean.shape)
             for name, context in (("ours", True), ("ours without scan context", False)):
-                o, _, _ = measure_origins(noisy.reshape(clean.shape), model, device, progress=False,
-                                          scan_context=context)
-                found[name].append((o.qx0.ravel(), o.qy0.ravel()))
+                found[name].append(_or_refused(partial(_origins, cube, model, device, scan_context=context), m))
             for name in methods:
                 found[name].append(classical.CENTER_METHODS[name](noisy))
     tx, ty = (np.concatenate(v) for v in zip(*truth, strict=True))
     results = {name: tuple(np.concatenate(v) for v in zip(*res, strict=True)) for name, res in found.items()}
     table = Table(f"Centre on scans: {cubes} held-out {scan[0]}x{scan[1]} scans per dose, {data.shape[0]}x"
-                  f"{data.shape[1]} px; errors in px; CRB-R: RMS Poisson Cramer-Rao bound",
-                  ["condition", "value", "method", "n", "MAE-R", "RMS-R", "P95-R", "CRB-R", "ms/pattern"])
+                  f"{data.shape[1]} px; errors in px; failed: positions not measured (the scan was refused); "
+                  "CRB-R: RMS Poisson Cramer-Rao bound", CENTER_COLUMNS)
     _table_rows(table, {key: np.concatenate(v) for key, v in labels.items()}, results, (tx, ty),
                 np.concatenate(crbs), dict.fromkeys(names, ""))
     return table
@@ -321,8 +347,11 @@ def evaluate_denoise(library: str, model: str = "default", device: str = "auto",
                 flat = torch.from_numpy(clean.reshape(-1, *data.shape))
                 noisy = add_noise(flat, dose, gen, e).numpy()
                 e_flat = expected_counts(flat, dose, e).numpy()
-                den = py4DSTEM.DataCube(data=noisy.reshape(clean.shape)).prenet_denoise(
-                    model=model, device=device, progress=False).data
+                try:
+                    den = py4DSTEM.DataCube(data=noisy.reshape(clean.shape)).prenet_denoise(
+                        model=model, device=device, progress=False).data
+                except InputError:  # refused (e.g. empty patterns behind a beam stop): no score
+                    den = np.full(noisy.shape, np.nan, dtype=np.float32)
                 for k, est in (("noisy", noisy), ("ours", den.reshape(noisy.shape)),
                                ("gaussian (oracle)", classical.gaussian_oracle(noisy, e_flat)),
                                ("low-rank (oracle)", classical.lowrank_oracle(noisy, e_flat))):
@@ -333,7 +362,7 @@ def evaluate_denoise(library: str, model: str = "default", device: str = "auto",
     for (cond, value), per in scores.items():
         base_mse, base_psnr = np.mean(per["noisy"], axis=0)
         for k, vals in per.items():
-            m, p = np.mean(vals, axis=0)
+            m, p = np.nanmean(vals, axis=0) if np.isfinite(vals).any() else (np.nan, np.nan)
             table.rows.append([cond, value, k, float(m), float(p), f"{100 * (m / base_mse - 1):+.1f}%",
                                f"{p - base_psnr:+.2f}"])
     return table
@@ -355,7 +384,7 @@ def manifest_metrics(table: Table) -> dict:
     if table.title.startswith("Centre"):
         rows = [r for r in table.rows if r[0] == "dose" and r[2] == "ours"]
         key = "held_out_center_scans_px" if table.title.startswith("Centre on scans") else "held_out_center_px"
-        return {key: {r[1]: dict(zip(cols[4:8], r[4:8], strict=True)) for r in rows}}
+        return {key: {r[1]: dict(zip(cols[4:9], r[4:9], strict=True)) for r in rows}}
     if table.title.startswith("Ellipse"):
         r = next(r for r in table.rows if r[0] == "all" and r[2] == "ours")
         return {"held_out_ellipse": {"ratio_mae": r[4], "angle_mae_deg": r[5], "failures": r[6]}}
