@@ -73,7 +73,8 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
         structures = [n for n in pool if split_of(n) == args.split]
     stats = generate_library(args.output, args.n, args.seed, detector=args.detector, workers=args.workers,
                              structures=structures, category=None if structures else args.category,
-                             phonons=args.phonons, progress=not args.quiet, device=args.device)
+                             phonons=args.phonons, progress=not args.quiet, device=args.device,
+                             recipe=args.recipe)
     print(stats)
 
 
@@ -168,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--structures", nargs="+", help="built-in structure names and/or CIF files (default: all)")
     s.add_argument("--split", choices=["train", "val", "test"], help="only structures of this split")
     s.add_argument("--phonons", action="store_true", help="frozen phonons for some patterns")
+    s.add_argument("--recipe", choices=["default", "hard"], default="default",
+                   help="optics ranges (simulate.abtem_sim.RECIPES; hard: 200/300 kV, 0.5-25 mrad, 2-30 nm, "
+                   "tilts to 1 degree)")
     s.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="abTEM on the CPU or a GPU (CuPy)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_simulate)

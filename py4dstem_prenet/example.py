@@ -6,6 +6,12 @@ between; a smooth descan drift (a tilted plane plus a parabola, several pixels) 
 elliptical distortion (a/b = 1.06, theta = 35 degrees) and low-dose Poisson noise (2,000 electrons per
 pattern) plus 0.5 counts of read noise.
 
+``load_example(detector=...)`` records the same scan on other detectors (:data:`EXAMPLE_DETECTORS`):
+"counting" a 6-bit counting detector (Medipix/Merlin-like) at 20,000 electrons per pattern, whose direct
+beam saturates at 63 counts, with charge sharing, a flat-field error and dead/hot pixels; "integrating" a
+CMOS-like camera (8 counts per electron, 1.5 electrons rms read noise, a dark residual that leaves negative
+values) at the default dose. The default ("default") is the cube described above.
+
 Only the clean source patterns ship (``data/example_sources.h5``, made once by
 :func:`build_example_sources` with abTEM); the cube is assembled from them on every load, exactly and
 deterministically, with :mod:`geometry` and :mod:`simulate.noise`.
@@ -22,13 +28,19 @@ import py4DSTEM
 import torch
 
 from . import geometry
-from .simulate.noise import DetectorEffects, add_noise
+from .simulate.noise import DETECTORS, DetectorEffects, add_noise, effects_record, expected_counts
 
 SOURCES = Path(__file__).resolve().parent / "data" / "example_sources.h5"
 SCAN = (16, 16)
 DETECTOR = 128
 RATIO, THETA = 1.06, math.radians(35.0)
 DOSE, READ_NOISE = 2000.0, 0.5
+#: Detectors of :func:`load_example`: name -> (electrons per pattern, detector model).
+EXAMPLE_DETECTORS = {
+    "default": (DOSE, DetectorEffects(read_noise=READ_NOISE)),
+    "counting": (20000.0, DETECTORS["counting-6bit"]),
+    "integrating": (DOSE, DETECTORS["integrating"]),
+}
 
 
 def build_example_sources(path: Path = SOURCES) -> Path:
@@ -75,8 +87,9 @@ def example_truth(scan: tuple[int, int] = SCAN) -> dict[str, np.ndarray | float]
     return {"qx0": qx0, "qy0": qy0, "ratio": RATIO, "theta": THETA}
 
 
-def example_clean(truth: dict, path: Path = SOURCES) -> np.ndarray:
-    """Expected counts ``(Rx, Ry, Q, Q)`` float32 (noise-free, distorted) of the example cube."""
+def example_clean(truth: dict, path: Path = SOURCES, *, dose: float = DOSE) -> np.ndarray:
+    """Expected electrons ``(Rx, Ry, Q, Q)`` float32 (noise-free, distorted) of the example cube at ``dose``
+    electrons per pattern."""
     if not path.is_file():
         raise FileNotFoundError(f"example source patterns {path} are missing; reinstall py4dstem-prenet")
     with h5py.File(path, "r") as f:
@@ -86,18 +99,28 @@ def example_clean(truth: dict, path: Path = SOURCES) -> np.ndarray:
     f = geometry.distortion_matrix((DETECTOR, DETECTOR), truth["qx0"].ravel(), truth["qy0"].ravel(),
                                    truth["ratio"], truth["theta"])
     distorted = geometry.warp(torch.from_numpy(ideal).double(), geometry.invert(f), preserve_counts=True)
-    return (distorted.clamp_min(0) * DOSE).float().numpy().reshape(*scan, DETECTOR, DETECTOR)
+    return (distorted.clamp_min(0) * dose).float().numpy().reshape(*scan, DETECTOR, DETECTOR)
 
 
-def load_example() -> tuple[py4DSTEM.DataCube, dict]:
-    """The example DataCube (noisy counts, float32) and its ground truth (see module docstring); the truth
-    dict also holds ``clean``, the expected counts of every pattern."""
+def load_example(detector: str = "default") -> tuple[py4DSTEM.DataCube, dict]:
+    """The example DataCube (noisy counts, float32) and its ground truth (see module docstring).
+
+    ``detector``: a name of :data:`EXAMPLE_DETECTORS` ("default", "counting", "integrating"). The truth
+    dict also holds ``clean``, the noise-free detector output of every pattern (expected counts: for
+    "default" the expected electrons), ``dose`` (electrons per pattern) and ``detector`` (every parameter
+    of the detector model, :func:`simulate.noise.effects_record`).
+    """
+    if detector not in EXAMPLE_DETECTORS:
+        raise ValueError(f"detector must be one of {sorted(EXAMPLE_DETECTORS)}, got {detector!r}")
+    dose, effects = EXAMPLE_DETECTORS[detector]
     truth = example_truth()
-    clean = example_clean(truth)
+    clean = example_clean(truth, dose=dose)
     gen = torch.Generator().manual_seed(11)
-    noisy = add_noise(torch.from_numpy(clean.reshape(-1, DETECTOR, DETECTOR)), 1.0, gen,
-                      DetectorEffects(read_noise=READ_NOISE))
+    flat = torch.from_numpy(clean.reshape(-1, DETECTOR, DETECTOR))
+    noisy = add_noise(flat, 1.0, gen, effects)
+    if detector != "default":
+        clean = expected_counts(flat, 1.0, effects).numpy().reshape(clean.shape)
     cube = py4DSTEM.DataCube(data=noisy.numpy().reshape(clean.shape), name="prenet_example")
     cube.calibration.set_Q_pixel_size(0.6)
     cube.calibration.set_Q_pixel_units("mrad")
-    return cube, {**truth, "clean": clean}
+    return cube, {**truth, "clean": clean, "dose": dose, "detector": effects_record(effects)}

@@ -51,3 +51,18 @@ def test_demo_is_accurate_on_the_example(tmp_path):
     assert ((out - clean) ** 2).mean() < 0.5 * ((noisy - clean) ** 2).mean()
     png = (tmp_path / "prenet_demo.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_example_detectors():
+    """The counting example saturates its direct beam at 6 bits; the integrating one has read noise and
+    negative values; both record their detector model in the truth."""
+    import pytest
+
+    counting, t = load_example("counting")
+    assert counting.data.max() == 63 and np.all(counting.data == np.round(counting.data))
+    assert (counting.data == 63).mean() > 1e-3 and t["detector"]["bit_depth"] == 6
+    integrating, t = load_example("integrating")
+    assert integrating.data.min() < 0 and t["detector"]["read_noise"] > 0 and t["detector"]["gain"] > 1
+    assert np.ptp(integrating.data - t["clean"]) > 0 and t["clean"].shape == integrating.data.shape
+    with pytest.raises(ValueError, match="detector must be one of"):
+        load_example("medipix")

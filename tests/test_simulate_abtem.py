@@ -89,6 +89,25 @@ def test_draw_optics_ranges():
         sim.draw_optics(rng, 63, "crystal")
 
 
+def test_hard_recipe_ranges_and_default_unchanged():
+    """The "hard" recipe spans 200/300 kV, 0.5-25 mrad, 2-30 nm, 0-1 degree; "default" draws as before."""
+    rng, hard = np.random.default_rng(1), sim.RECIPES["hard"]
+    drawn = [sim.draw_optics(rng, 128, cat, "hard") for cat in ("crystal", "amorphous") * 200]
+    assert {o.energy_kv for o in drawn} == {200.0, 300.0}
+    alpha = np.array([o.semiangle_mrad for o in drawn])
+    assert alpha.min() >= 0.5 and alpha.max() <= 25 and alpha.max() > 15  # large, overlapping disks occur
+    assert all(o.semiangle_mrad / o.mrad_per_px <= 128 / 4 + 1e-9 for o in drawn)
+    tilt = np.array([np.hypot(*o.tilt_mrad) for o in drawn])
+    assert tilt.max() <= hard.max_tilt_mrad and tilt.max() > 15 and math.isclose(hard.max_tilt_mrad,
+                                                                                  1000 * math.pi / 180)
+    assert max(o.thickness_A for o in drawn[1::2]) > 200  # amorphous films to 30 nm too
+    for s in (3, 4):
+        assert sim.draw_optics(np.random.default_rng(s), 64, "crystal") == sim.draw_optics(
+            np.random.default_rng(s), 64, "crystal", sim.OpticsRanges())
+    with pytest.raises(ValueError, match="unknown optics recipe"):
+        sim.draw_optics(rng, 64, "crystal", "harder")
+
+
 @pytest.fixture(scope="module")
 def libraries(tmp_path_factory):
     d = tmp_path_factory.mktemp("lib")
@@ -131,7 +150,10 @@ def test_library_metadata_round_trip(libraries):
 
 def test_library_rejects_mismatched_arguments(libraries):
     d, kw, _ = libraries
-    for change in ({"seed": 12}, {"detector": 32}, {"structures": NAMES[:2]}, {"_overrides": None}):
+    with lib.PatternLibrary(d / "full.h5") as library:
+        assert library.recipe == sim.RECIPES["default"]  # the recipe is recorded in full
+    for change in ({"seed": 12}, {"detector": 32}, {"structures": NAMES[:2]}, {"_overrides": None},
+                   {"recipe": "hard"}):
         with pytest.raises(ValueError, match="different arguments"):
             lib.generate_library(d / "full.h5", workers=1, **{**kw, **change})
 

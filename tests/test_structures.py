@@ -176,3 +176,19 @@ def test_cif_files_are_structures(tmp_path):
     assert spec.category == "crystal" and spec.prototype == "cif"
     atoms = spec.build()
     assert atoms.pbc.all() and len(atoms) == len(get_structure("GaAs_zincblende").build())
+
+
+def test_split_is_by_family():
+    """Train / val / test never share a structure family, and both categories are held out."""
+    from py4dstem_prenet.train.data import FAMILY_SPLIT, split_of
+
+    by_family = {}
+    for spec in list_structures():
+        by_family.setdefault(spec.prototype, set()).add(split_of(spec.name))
+    assert all(len(splits) == 1 for splits in by_family.values()), by_family
+    for category in ("crystal", "amorphous"):
+        splits = {split_of(s.name) for s in list_structures(category)}
+        assert splits == {"train", "val", "test"}, category
+    assert set(FAMILY_SPLIT) <= set(by_family)  # every named family exists
+    assert split_of("Si_diamond") == "train" and split_of("NaCl_rocksalt") == "test"
+    assert split_of("my_own.cif") in ("train", "val", "test")

@@ -52,6 +52,7 @@ from py4DSTEM.process.calibration.ellipse import fit_ellipse_1D
 
 from .. import example, geometry
 from ..simulate.noise import DetectorEffects, add_noise
+from ..simulate.scans import descan_drift
 from . import classical
 from .harness import Table
 
@@ -156,18 +157,6 @@ def load_source(source: str = SOURCE) -> tuple[np.ndarray, float]:
         return ds[()].astype(np.float64), float(ds.attrs["semiangle_mrad"]) / float(ds.attrs["mrad_per_px"])
 
 
-def descan_drift(scan: tuple[int, int], drift_px: float, rng: np.random.Generator,
-                 shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Optical axis ``(qx0, qy0)`` per scan position, pixels: a tilted plane plus a parabola whose largest
-    excursion from the detector centre is ``drift_px``, plus Gaussian jitter of ``JITTER_PX``."""
-    u, v = np.meshgrid(np.linspace(-1, 1, scan[0]), np.linspace(-1, 1, scan[1]), indexing="ij")
-    dx = 0.6 * u - 0.25 * v + 0.3 * u * u
-    dy = 0.3 * u + 0.6 * v - 0.3 * v * v
-    scale = drift_px / np.hypot(dx, dy).max()
-    cx, cy = geometry.detector_center(shape)
-    return (cx + scale * dx + rng.normal(0, JITTER_PX, scan), cy + scale * dy + rng.normal(0, JITTER_PX, scan))
-
-
 def simulate_unstrained(scan: tuple[int, int] = (12, 12), dose: float = example.DOSE, ratio: float = 1.05,
                         theta: float = math.radians(35.0), drift_px: float = 4.0, seed: int = 0,
                         source: str = SOURCE) -> tuple[py4DSTEM.DataCube, dict]:
@@ -179,7 +168,7 @@ def simulate_unstrained(scan: tuple[int, int] = (12, 12), dose: float = example.
     """
     pattern, _ = load_source(source)
     rng = np.random.default_rng(seed)
-    qx0, qy0 = descan_drift(scan, drift_px, rng, pattern.shape)
+    qx0, qy0 = descan_drift(scan, drift_px, rng, pattern.shape, jitter_px=JITTER_PX)
     n = qx0.size
     ideal = torch.from_numpy(pattern)[None].expand(n, *pattern.shape).contiguous()
     f = geometry.distortion_matrix(pattern.shape, qx0.ravel(), qy0.ravel(), ratio, theta)

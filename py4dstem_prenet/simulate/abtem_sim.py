@@ -50,6 +50,58 @@ MAX_TILT_MRAD = 15.0
 
 
 @dataclass(frozen=True)
+class OpticsRanges:
+    """The ranges :func:`draw_optics` draws from (a library's *recipe*; recorded in its attrs).
+
+    energies_kv: voltages (kV), one drawn uniformly. edge_mrad: scattering angle at the pattern edge,
+    log-uniform. semiangle_mrad: convergence semi-angle (mrad), log-uniform, within disk_radius_px =
+    (min px, max fraction of Q). thickness_crystal_A / thickness_amorphous_A: uniform (Angstrom).
+    max_tilt_mrad: tilt magnitude uniform in [0, max] off the zone axis, in a random direction; zero with
+    probability p_zero_tilt. p_general: probability of a random high-index orientation instead of a
+    low-index zone. p_phonons: probability of frozen phonons (when the library allows them).
+    """
+
+    energies_kv: tuple[float, ...] = ENERGIES_KV
+    edge_mrad: tuple[float, float] = EDGE_MRAD
+    semiangle_mrad: tuple[float, float] = SEMIANGLE_MRAD
+    disk_radius_px: tuple[float, float] = DISK_RADIUS_PX
+    thickness_crystal_A: tuple[float, float] = THICKNESS_A["crystal"]
+    thickness_amorphous_A: tuple[float, float] = THICKNESS_A["amorphous"]
+    max_tilt_mrad: float = MAX_TILT_MRAD
+    p_zero_tilt: float = 0.3
+    p_general: float = 0.3
+    p_phonons: float = 0.15
+
+    def thickness_A(self, category: str) -> tuple[float, float]:
+        """Thickness range (Angstrom) of a ``category`` ("crystal"/"amorphous") specimen."""
+        ranges = {"crystal": self.thickness_crystal_A, "amorphous": self.thickness_amorphous_A}
+        if category not in ranges:
+            raise ValueError(f"category must be one of {sorted(ranges)}, got {category!r}")
+        return ranges[category]
+
+
+#: Named recipes. "default": the training/evaluation draws used so far (80-300 kV, 2-30 nm crystals, tilts
+#: up to 15 mrad). "hard": what microscopists meet at the hard end: 200/300 kV, 0.5-25 mrad convergence
+#: (large disks overlap: radius up to Q/4), crystals and amorphous films 2-30 nm, tilts 0-1 degree
+#: (17.45 mrad), only 10 % exactly on zone.
+RECIPES = {
+    "default": OpticsRanges(),
+    "hard": OpticsRanges(energies_kv=(200.0, 300.0), semiangle_mrad=(0.5, 25.0), disk_radius_px=(1.0, 0.25),
+                         thickness_crystal_A=(20.0, 300.0), thickness_amorphous_A=(20.0, 300.0),
+                         max_tilt_mrad=1000 * math.radians(1.0), p_zero_tilt=0.1),
+}
+
+
+def get_recipe(recipe: str | OpticsRanges) -> OpticsRanges:
+    """The :class:`OpticsRanges` of a recipe name (see :data:`RECIPES`) or the ranges themselves."""
+    if isinstance(recipe, OpticsRanges):
+        return recipe
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown optics recipe {recipe!r}; choose one of {sorted(RECIPES)}")
+    return RECIPES[recipe]
+
+
+@dataclass(frozen=True)
 class OpticsParams:
     """Microscope and specimen settings of one simulated pattern.
 
@@ -187,8 +239,8 @@ def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(max(lo, hi)))))
 
 
-def _draw_zone_axis(rng: np.random.Generator) -> tuple[int, int, int]:
-    if rng.random() < 0.3:  # general orientation: a random high-index direction
+def _draw_zone_axis(rng: np.random.Generator, p_general: float = 0.3) -> tuple[int, int, int]:
+    if rng.random() < p_general:  # general orientation: a random high-index direction
         while True:
             uvw = rng.integers(-9, 10, size=3)
             if np.abs(uvw).max() >= 4 and math.gcd(*(int(i) for i in uvw)) == 1:
@@ -198,34 +250,36 @@ def _draw_zone_axis(rng: np.random.Generator) -> tuple[int, int, int]:
     return tuple(int(i) for i in uvw)
 
 
-def draw_optics(rng: np.random.Generator, detector: int, category: str) -> OpticsParams:
+def draw_optics(rng: np.random.Generator, detector: int, category: str,
+                recipe: str | OpticsRanges = "default") -> OpticsParams:
     """Random optics for a ``detector x detector`` pattern of a ``category`` ("crystal"/"amorphous") model.
 
-    Energy from :data:`ENERGIES_KV`; pattern edge angle log-uniform in :data:`EDGE_MRAD` (so ``mrad_per_px
-    = edge / (Q / 2)``) with ``L <= MAX_EXTENT_A``; semi-angle log-uniform in :data:`SEMIANGLE_MRAD` with
-    the BF disk radius kept within 1 px .. Q/5 px; thickness uniform; 30 % general orientations; tilt 0
-    with probability 0.3, else magnitude uniform up to 15 mrad in a random direction; in-plane uniform;
-    frozen phonons (4 or 8 configurations) with probability 0.15.
+    Ranges from ``recipe`` (:class:`OpticsRanges` or a name in :data:`RECIPES`): energy uniform over
+    ``energies_kv``; pattern edge angle log-uniform in ``edge_mrad`` (so ``mrad_per_px = edge / (Q / 2)``)
+    with ``L <= MAX_EXTENT_A``; semi-angle log-uniform in ``semiangle_mrad`` with the BF disk radius kept
+    within ``disk_radius_px``; thickness uniform; ``p_general`` general orientations; tilt 0 with
+    probability ``p_zero_tilt``, else magnitude uniform up to ``max_tilt_mrad`` in a random direction;
+    in-plane uniform; frozen phonons (4 or 8 configurations) with probability ``p_phonons``.
     """
+    r = get_recipe(recipe)
     if detector % 2 or detector < 16:
         raise ValueError(f"detector must be an even number of pixels >= 16, got {detector}")
-    if category not in THICKNESS_A:
-        raise ValueError(f"category must be one of {sorted(THICKNESS_A)}, got {category!r}")
-    energy = float(rng.choice(ENERGIES_KV))
+    t_range = r.thickness_A(category)
+    energy = float(rng.choice(r.energies_kv))
     lam = wavelength_A(energy)
-    lo = max(EDGE_MRAD[0] / (detector / 2), lam / (MAX_EXTENT_A * 1e-3))
-    mpp = _loguniform(rng, lo, max(lo, EDGE_MRAD[1] / (detector / 2)))
-    alpha = _loguniform(rng, max(SEMIANGLE_MRAD[0], DISK_RADIUS_PX[0] * mpp),
-                        min(SEMIANGLE_MRAD[1], DISK_RADIUS_PX[1] * detector * mpp))
-    thickness = float(rng.uniform(*THICKNESS_A[category]))
-    zone = _draw_zone_axis(rng)
-    if rng.random() < 0.3:
+    lo = max(r.edge_mrad[0] / (detector / 2), lam / (MAX_EXTENT_A * 1e-3))
+    mpp = _loguniform(rng, lo, max(lo, r.edge_mrad[1] / (detector / 2)))
+    alpha = _loguniform(rng, max(r.semiangle_mrad[0], r.disk_radius_px[0] * mpp),
+                        min(r.semiangle_mrad[1], r.disk_radius_px[1] * detector * mpp))
+    thickness = float(rng.uniform(*t_range))
+    zone = _draw_zone_axis(rng, r.p_general)
+    if rng.random() < r.p_zero_tilt:
         tilt = (0.0, 0.0)
     else:
-        mag, phi = rng.uniform(0, MAX_TILT_MRAD), rng.uniform(0, 2 * math.pi)
+        mag, phi = rng.uniform(0, r.max_tilt_mrad), rng.uniform(0, 2 * math.pi)
         tilt = (float(mag * math.cos(phi)), float(mag * math.sin(phi)))
     inplane = float(rng.uniform(0, 360))
-    phonons = int(rng.choice([4, 8])) if rng.random() < 0.15 else 0
+    phonons = int(rng.choice([4, 8])) if rng.random() < r.p_phonons else 0
     return OpticsParams(energy_kv=energy, semiangle_mrad=alpha, mrad_per_px=mpp, thickness_A=thickness,
                         zone_axis=zone, tilt_mrad=tilt, inplane_deg=inplane, phonon_configs=phonons,
                         detector=int(detector))

@@ -30,6 +30,12 @@ class AugmentRanges:
         (beams near the detector edge).
     saturation_fraction : fraction of training batches whose counts saturate (see
         :class:`~py4dstem_prenet.simulate.noise.DetectorEffects`).
+    detectors : detector kinds (:data:`~py4dstem_prenet.simulate.noise.KINDS`: "ideal", "counting",
+        "integrating"); when given, each batch's detector is drawn by
+        :func:`~py4dstem_prenet.simulate.noise.draw_detector` from one of them (bit depths, charge
+        sharing, gain, read noise, dark residual, bad pixels) instead of the default read-noise/hot-pixel
+        draw; empty (the default) keeps the default draw.
+    beam_stop_fraction : with ``detectors``, the fraction of batches recorded behind a beam stop.
     """
 
     shift_frac: float = 0.1
@@ -40,6 +46,8 @@ class AugmentRanges:
     far_fraction: float = 0.0
     far_shift_frac: float = 0.4
     saturation_fraction: float = 0.0
+    detectors: tuple[str, ...] = ()
+    beam_stop_fraction: float = 0.0
 
 
 def draw_geometry(rng: np.random.Generator, n: int, shape: tuple[int, int],

@@ -12,7 +12,8 @@ later writes never touch HDF5 metadata and a killed run cannot corrupt the file)
     /done            (n,) bool           pattern i is complete (written after its data)
     /meta/<field>    (n, ...)            structure, category, structure_seed, seed, centre and every
                                          OpticsParams field (see :data:`META_FIELDS`)
-    attrs            format, version, n_patterns, seed, detector, structures (JSON), category, phonons
+    attrs            format, version, n_patterns, seed, detector, structures (JSON), category, phonons,
+                     recipe (JSON of the abtem_sim.OpticsRanges drawn from)
 """
 
 from __future__ import annotations
@@ -61,17 +62,18 @@ def _build_structure(name: str, variant: int):
 
 
 def draw_pattern_params(seed: int, index: int, structures: Sequence[str], detector: int, phonons: bool,
-                        overrides: dict | None = None):
+                        overrides: dict | None = None, recipe: str | abtem_sim.OpticsRanges = "default"):
     """Structure name, category, structure variant, optics and simulation seed of pattern ``index``.
 
     Everything comes from ``np.random.default_rng([seed, index])`` (plus the structure's density when the
-    thickness must be reduced to the atom budget, :func:`abtem_sim.fit_to_budget`). ``overrides`` replaces
+    thickness must be reduced to the atom budget, :func:`abtem_sim.fit_to_budget`). ``recipe``: the optics
+    ranges (:class:`abtem_sim.OpticsRanges` or a name in :data:`abtem_sim.RECIPES`). ``overrides`` replaces
     OpticsParams fields after the draw (testing hook; the draws themselves are unchanged).
     """
     rng = np.random.default_rng([seed, index])
     name = structures[int(rng.integers(len(structures)))]
     category = structure_library.get_structure(name).category
-    optics = abtem_sim.draw_optics(rng, detector, category)
+    optics = abtem_sim.draw_optics(rng, detector, category, recipe)
     if not phonons:
         optics = dataclasses.replace(optics, phonon_configs=0)
     optics = dataclasses.replace(optics, **(overrides or {}))
@@ -83,9 +85,9 @@ def draw_pattern_params(seed: int, index: int, structures: Sequence[str], detect
 
 def _simulate_one(task: tuple) -> tuple:
     """Worker: simulate pattern ``index``; returns ``(index, pattern, metadata dict)``."""
-    index, seed, structures, detector, phonons, device, overrides = task
+    index, seed, structures, detector, phonons, device, overrides, recipe = task
     name, category, variant, optics, sim_seed = draw_pattern_params(
-        seed, index, structures, detector, phonons, overrides)
+        seed, index, structures, detector, phonons, overrides, recipe)
     atoms = _build_structure(name, variant)
     pattern = abtem_sim.simulate_pattern(atoms, optics, seed=sim_seed, device=device)
     meta = dict(dataclasses.asdict(optics), structure=name, category=category, structure_seed=variant,
@@ -156,12 +158,24 @@ def _open(path: Path, mode: str) -> h5py.File:
                          f"{err}") from err
 
 
+def _recipe_json(recipe: str | abtem_sim.OpticsRanges) -> str:
+    """The full optics ranges of ``recipe`` as canonical JSON (the library attr ``recipe``)."""
+    return json.dumps(dataclasses.asdict(abtem_sim.get_recipe(recipe)), sort_keys=True)
+
+
+def _file_attrs(f: h5py.File) -> dict:
+    """The file's attrs; a library written before recipes were recorded used the "default" recipe."""
+    attrs = {k: _attr(v) for k, v in f.attrs.items()}
+    attrs.setdefault("recipe", _recipe_json("default"))
+    return attrs
+
+
 def _check_attrs(path: Path, f: h5py.File, attrs: dict) -> None:
     if f.attrs.get("format") != FORMAT:
         raise ValueError(f"{path} exists but is not a py4dstem_prenet pattern library")
-    keys = (set(f.attrs) | set(attrs)) - {"format", "version"}
-    diff = {k: (_attr(f.attrs.get(k)), attrs.get(k)) for k in sorted(keys)
-            if _attr(f.attrs.get(k)) != attrs.get(k)}
+    have = _file_attrs(f)
+    keys = (set(have) | set(attrs)) - {"format", "version"}
+    diff = {k: (have.get(k), attrs.get(k)) for k in sorted(keys) if have.get(k) != attrs.get(k)}
     if diff:
         lines = ", ".join(f"{k}: file has {a!r}, requested {b!r}" for k, (a, b) in diff.items())
         raise ValueError(f"{path} was generated with different arguments ({lines}); use another path or the "
@@ -177,12 +191,15 @@ def _attr(value):
 def generate_library(path: str | os.PathLike, n_patterns: int, seed: int, detector: int = 128,
                      workers: int = 2, structures: list[str] | None = None, category: str | None = None,
                      phonons: bool = False, progress: bool = True, device: str = "cpu", *,
-                     _max_new: int | None = None, _overrides: dict | None = None) -> dict:
+                     recipe: str | abtem_sim.OpticsRanges = "default", _max_new: int | None = None,
+                     _overrides: dict | None = None) -> dict:
     """Simulate ``n_patterns`` clean ``detector x detector`` patterns into the HDF5 file ``path``, resumably.
 
     ``structures``: names to draw from (default: all of ``list_structures(category)``; pass a held-out split
     by name); each pattern draws one uniformly. ``phonons``: allow frozen-phonon patterns (as drawn by
-    :func:`abtem_sim.draw_optics`), else all are static. ``workers``: processes (1 = in this process).
+    :func:`abtem_sim.draw_optics`), else all are static. ``recipe``: the optics ranges drawn from
+    (:class:`abtem_sim.OpticsRanges` or a name in :data:`abtem_sim.RECIPES`), recorded in full as the JSON
+    attr ``recipe``. ``workers``: processes (1 = in this process).
     Rerunning with the same path and arguments computes only the missing patterns; different arguments raise
     ``ValueError``. Returns stats: ``n_patterns``, ``n_done``, ``n_new``, ``seconds``,
     ``patterns_per_minute``, ``seconds_per_pattern`` (wall clock, all workers together, startup included).
@@ -193,7 +210,7 @@ def generate_library(path: str | os.PathLike, n_patterns: int, seed: int, detect
     names = _resolve_structures(structures, category)
     attrs = {"format": FORMAT, "version": VERSION, "n_patterns": int(n_patterns), "seed": int(seed),
              "detector": int(detector), "structures": json.dumps(names), "category": str(category),
-             "phonons": bool(phonons)}
+             "phonons": bool(phonons), "recipe": _recipe_json(recipe)}
     if _overrides:
         attrs["overrides"] = json.dumps(_overrides, sort_keys=True)
     if not path.exists():
@@ -207,7 +224,8 @@ def generate_library(path: str | os.PathLike, n_patterns: int, seed: int, detect
         n_before = n_patterns - len(todo)
         if _max_new is not None:
             todo = todo[:_max_new]
-        tasks = [(int(i), int(seed), tuple(names), int(detector), bool(phonons), device, _overrides)
+        ranges = abtem_sim.get_recipe(recipe)
+        tasks = [(int(i), int(seed), tuple(names), int(detector), bool(phonons), device, _overrides, ranges)
                  for i in todo]
         bar = None
         if progress:
@@ -261,7 +279,8 @@ class PatternLibrary:
     Index ``j`` (``0 <= j < len(lib)``) is the ``j``-th completed pattern in file order (for a complete
     library, pattern ``j``). The file is opened read-only, lazily and again in each process (safe to pickle
     into PyTorch ``DataLoader`` workers). Attributes: ``detector`` (Q), ``n_patterns`` (planned), ``seed``,
-    ``structures`` (names drawn from), ``category``, ``phonons``.
+    ``structures`` (names drawn from), ``category``, ``phonons``, ``recipe`` (the
+    :class:`abtem_sim.OpticsRanges` drawn from).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -278,6 +297,9 @@ class PatternLibrary:
         self.structures = json.loads(_attr(f.attrs["structures"]))
         self.category = None if _attr(f.attrs["category"]) == "None" else _attr(f.attrs["category"])
         self.phonons = bool(f.attrs["phonons"])
+        ranges = json.loads(_file_attrs(f)["recipe"])
+        self.recipe = abtem_sim.OpticsRanges(**{k: tuple(v) if isinstance(v, list) else v
+                                                for k, v in ranges.items()})
         self._rows = np.flatnonzero(f["done"][...])
 
     def _h5(self) -> h5py.File:

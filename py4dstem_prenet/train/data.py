@@ -1,8 +1,8 @@
 """Training batches drawn on the fly from a library of clean abTEM patterns.
 
 Every batch is a pure function of ``(seed, step)``: the same step always sees the same patterns,
-distortions and noise, so an interrupted run resumes exactly. Structures are split by name into
-train / val / test (:func:`split_of`), so evaluation uses structures the networks never saw.
+distortions and noise, so an interrupted run resumes exactly. Structures are split by family
+(prototype) into train / val / test (:func:`split_of`), so evaluation uses prototypes the networks never saw.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..ellipse import ellipse_input
 from ..normalization import detector_to_work, to_network, to_work_grid
 from ..simulate.augment import AugmentRanges, distort, draw_geometry
 from ..simulate.library import PatternLibrary
-from ..simulate.noise import DetectorEffects, add_noise, log_uniform
+from ..simulate.noise import DetectorEffects, add_noise, draw_detector, log_uniform
 from ..simulate.structures import list_structures
 
 SPLITS = ("train", "val", "test")
@@ -31,22 +31,32 @@ def _hash(name: str) -> int:
     return int(hashlib.sha1(name.encode()).hexdigest(), 16)
 
 
-@lru_cache(maxsize=1)
-def _builtin_ranks() -> dict[str, int]:
-    """Rank of each built-in structure within its category, in a fixed pseudo-random (hash) order."""
-    ranks = {}
-    for category in ("crystal", "amorphous"):
-        names = sorted((s.name for s in list_structures(category)), key=_hash)
-        ranks.update({n: i for i, n in enumerate(names)})
-    return ranks
+#: Structure families (``StructureSpec.prototype``) held out of training. Test: prototypes training never
+#: sees (rock salt, fluorite, wurtzite, B2, cuprite crystals; metallic glasses). Validation (model selection
+#: and tuned settings): spinel, L1_0, 2H transition-metal dichalcogenides, anatase; amorphous nitride. Every
+#: other built-in prototype is "train" (fcc, bcc, hcp, diamond, zincblende, perovskite, rutile, corundum, ...;
+#: amorphous covalent and oxide models).
+FAMILY_SPLIT = {
+    "rocksalt": "test", "fluorite": "test", "wurtzite": "test", "B2": "test", "cuprite": "test",
+    "metallic_glass": "test",
+    "spinel": "val", "L1_0": "val", "2H_TMD": "val", "anatase": "val", "amorphous_nitride": "val",
+}
 
 
 def split_of(structure: str) -> str:
-    """Stable split of a structure name: every 10th structure of each category (crystal, amorphous) is
-    "test", the next "val", the rest "train"; so both categories are held out. Names that are not
-    built in (user CIFs) are split by their hash alone."""
-    rank = _builtin_ranks().get(structure, _hash(structure))
-    return "test" if rank % 10 == 0 else "val" if rank % 10 == 1 else "train"
+    """Split ("train", "val" or "test") of a structure name, by structure family (prototype, see
+    :data:`FAMILY_SPLIT`), so the test set holds prototypes training never saw. Names that are not built in
+    (user CIFs) are split by their hash alone (every 10th "test", the next "val")."""
+    prototype = _builtin_prototypes().get(structure)
+    if prototype is None:
+        rank = _hash(structure) % 10
+        return "test" if rank == 0 else "val" if rank == 1 else "train"
+    return FAMILY_SPLIT.get(prototype, "train")
+
+
+@lru_cache(maxsize=1)
+def _builtin_prototypes() -> dict[str, str]:
+    return {s.name: s.prototype for s in list_structures()}
 
 
 def heatmap_target(shape: tuple[int, int], qx0: np.ndarray, qy0: np.ndarray, sigma: float) -> torch.Tensor:
@@ -94,12 +104,20 @@ class TrainingData:
         self.ranges = ranges or AugmentRanges()
         self.shape = tuple(self.patterns.shape[-2:])
 
+    def _effects(self, rng: np.random.Generator, saturation_fraction: float = 0.0) -> DetectorEffects:
+        """One batch's detector: :func:`draw_effects`, or with ``ranges.detectors`` a drawn detector of one
+        of those kinds (:func:`simulate.noise.draw_detector`)."""
+        if not self.ranges.detectors:
+            return draw_effects(rng, saturation_fraction)
+        kind = self.ranges.detectors[int(rng.integers(len(self.ranges.detectors)))]
+        return draw_detector(rng, kind, beam_stop=self.ranges.beam_stop_fraction, shape=self.shape)
+
     def _noisy(self, rng: np.random.Generator, gen: torch.Generator, n: int):
         pick = rng.integers(0, len(self.patterns), n)
         params = draw_geometry(rng, n, self.shape, self.ranges)
         clean = distort(self.patterns[pick], params)
         dose = log_uniform(rng, *self.ranges.dose, n)
-        effects = draw_effects(rng, self.ranges.saturation_fraction)
+        effects = self._effects(rng, self.ranges.saturation_fraction)
         noisy = add_noise(clean, dose, gen, effects)
         return clean, dose, noisy, params, pick, effects
 
@@ -174,7 +192,7 @@ class TrainingData:
             f = geometry.distortion_matrix(self.shape, **geo)
             total = geometry.warp(self.patterns[pick], geometry.invert(f), mode="bilinear",
                                   preserve_counts=True).clamp_min(0).sum(0, keepdim=True)
-            means.append(add_noise(total, labels["dose"][i], gen, draw_effects(rng))[0] / k)
+            means.append(add_noise(total, labels["dose"][i], gen, self._effects(rng))[0] / k)
         return torch.stack(means), labels
 
     def ellipse_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int, per_mean: tuple[int, int],
