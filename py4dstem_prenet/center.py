@@ -159,7 +159,7 @@ def _measure_batch(start: int, block: np.ndarray, model: str, device: str, refin
                    with_sum: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """``(qx0, qy0, confidence, centred sum or None)`` of one batch (the per-batch work of the centre pass)."""
     dev = resolve_device(device)
-    loaded = load_model("center", model)
+    loaded = load_model("center", model, dev)
     loaded.module.to(dev)
     x = to_device(block, dev)
     qx, qy, conf = locate(loaded, x, refine=refine)
@@ -195,7 +195,7 @@ def measure_origins(
             total += part
     qx0, qy0, conf = (r.reshape(data.shape[:2]) for r in res)
     dev = resolve_device(device)
-    loaded = load_model("center", model)
+    loaded = load_model("center", model, dev)
     loaded.module.to(dev)
     if scan_context and min(data.shape[:2]) >= 4:
         bad, fx, fy = scan_outliers(qx0, qy0)

@@ -104,7 +104,7 @@ def measure_ellipse(mean_pattern: np.ndarray, model: str = "default", device: st
     if np.ndim(mean_pattern) != 2:
         raise ValueError(f"mean pattern must be 2D (Qx, Qy), got shape {np.shape(mean_pattern)}")
     dev = resolve_device(device)
-    loaded = load_model("ellipse", model)
+    loaded = load_model("ellipse", model, dev)
     loaded.module.to(dev)
     inp = loaded.entry.input
     with torch.inference_mode():

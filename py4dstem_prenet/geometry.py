@@ -142,8 +142,11 @@ def _keys_weights(t: torch.Tensor) -> list[torch.Tensor]:
 _PAD = 4  # zero border for bicubic sampling; positions further out are clamped into it
 
 
-def _sample_bicubic(x: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-    """Sample ``x (N, C, H, W)`` at pixel positions ``px, py (N, H', W')`` (rows, columns); zeros outside."""
+def _sample_bicubic(x: torch.Tensor, px: torch.Tensor, py: torch.Tensor,
+                    clamp: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sample ``x (N, C, H, W)`` at pixel positions ``px, py (N, H', W')`` (rows, columns); zeros outside.
+    Returns the samples and, with ``clamp``, the samples limited to the range of the 2 x 2 input pixels
+    around each position (else ``None``)."""
     n, c, h, w = x.shape
     xp = F.pad(x, (_PAD, _PAD, _PAD, _PAD))
     wp = w + 2 * _PAD
@@ -155,12 +158,16 @@ def _sample_bicubic(x: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torc
     base = ((fx.long() + _PAD - 1) * wp + (fy.long() + _PAD - 1)).reshape(n, 1, -1).expand(n, c, -1)
     flat = xp.reshape(n, c, -1)
     out = torch.zeros((n, c) + tuple(px.shape[1:]), dtype=x.dtype, device=x.device)
+    lo = hi = None
     for i in range(4):
         row = torch.zeros_like(out)
         for j in range(4):
-            row += torch.gather(flat, 2, base + (i * wp + j)).view_as(out) * wy[j].unsqueeze(1)
+            tap = torch.gather(flat, 2, base + (i * wp + j)).view_as(out)
+            row += tap * wy[j].unsqueeze(1)
+            if clamp and i in (1, 2) and j in (1, 2):
+                lo, hi = (tap, tap) if lo is None else (torch.minimum(lo, tap), torch.maximum(hi, tap))
         out += row * wx[i].unsqueeze(1)
-    return out
+    return out, (torch.maximum(torch.minimum(out, hi), lo) if clamp else None)
 
 
 def warp(
@@ -168,6 +175,7 @@ def warp(
     matrices: np.ndarray | torch.Tensor,
     mode: str = "bicubic",
     preserve_counts: bool = False,
+    clamp: bool = False,
 ) -> torch.Tensor:
     """Resample a batch of patterns through affine maps, on the patterns' device and dtype.
 
@@ -182,8 +190,13 @@ def warp(
     preserve_counts : multiply by ``|det|`` of the linear part so that the summed counts of the pattern
         are conserved (away from the detector edge); sampling alone conserves counts per pixel.
 
-    Samples outside the detector read as zero. Bicubic interpolation can ring to slightly negative
-    values next to sharp edges; callers that need non-negative counts clamp.
+    clamp : bicubic without ringing: each output value is limited to the range of the 2 x 2 input pixels
+        around its sampling position (so non-negative counts stay non-negative, and a hot pixel's ringing
+        does not spread), and each pattern is then rescaled to the total of the unclamped resampling
+        (so with ``preserve_counts`` the total counts are still conserved). The pipeline's outputs use it.
+
+    Samples outside the detector read as zero. Without ``clamp``, bicubic interpolation rings next to
+    sharp edges: non-negative input can give negative values (a few percent of the edge's height).
     """
     if images.ndim not in (3, 4):
         raise ValueError(f"images must be (N, Qx, Qy) or (N, C, Qx, Qy), got shape {tuple(images.shape)}")
@@ -202,7 +215,10 @@ def warp(
     px = lin[:, 0, 0] * qx + lin[:, 0, 1] * qy + t[:, 0]
     py = lin[:, 1, 0] * qx + lin[:, 1, 1] * qy + t[:, 1]
     if mode == "bicubic":
-        out = _sample_bicubic(x, px, py)
+        out, clamped = _sample_bicubic(x, px, py, clamp)
+        if clamped is not None:
+            scale = out.sum((-2, -1), keepdim=True) / clamped.sum((-2, -1), keepdim=True)
+            out = clamped * torch.where(torch.isfinite(scale) & (scale > 0), scale, 1)
     else:  # grid_sample wants (column, row) normalised to [-1, 1] with align_corners=True
         grid = torch.stack([py * (2.0 / max(w - 1, 1)) - 1.0, px * (2.0 / max(h - 1, 1)) - 1.0], dim=-1)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)

@@ -17,18 +17,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .validation import check_cube_shape, check_patterns
+from .validation import check_batch_size, check_cube_shape, check_device, check_patterns
 from .weights import LoadedModel
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as given."""
-    if str(device) == "auto":
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as given.
+
+    Anything else (``"gpu"``, ``"meta"``, ...), CUDA when PyTorch sees no GPU, or a GPU index beyond the
+    ones present is an :class:`~validation.InputError` naming the choices (:func:`validation.check_device`).
+    """
+    name = check_device(device)
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was asked for but PyTorch sees no CUDA GPU; use device='cpu' or 'auto'")
-    return dev
+    return torch.device(name)
 
 
 def iter_batches(
@@ -45,8 +47,7 @@ def iter_batches(
     left and right (one extra row is read on each side; at the scan's edge the neighbour on the other
     side stands in).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_batch_size(batch_size)
     check_cube_shape(tuple(data.shape), data.dtype)
     rx, ry = int(data.shape[0]), int(data.shape[1])
     step = rows_per_read(ry, batch_size)

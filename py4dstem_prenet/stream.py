@@ -6,12 +6,16 @@
 output, adds py4DSTEM's EMD tree (calibration, ``prenet_origin``, ``prenet_ellipse``) and renames it to
 the output only when everything is written: memory is bounded by the batch size, not the cube size,
 and an interrupted run leaves no output (re-running starts cleanly; a hard kill may leave the hidden
-``.NAME.*.part`` file, which the next run on the same output removes).
+``.NAME.HOST.PID.*.part`` file, which the next run on the same output removes once that process is
+gone). Concurrent runs onto one output each write their own temporary file and never remove a live
+one; without ``overwrite`` the second to finish refuses to replace the first's output. The output may
+not be the input (also through a link) nor a folder: both are refused before any work.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ from emdfile import Metadata
 from .datacube import chain_result_cube
 from .io import check_output, read_cube
 from .pipeline import run_chain
-from .validation import InputError
+from .validation import InputError, check_options
 
 #: Where the streamed data waits in the temporary file until the EMD tree is written around it.
 _STREAM = "prenet_stream/data"
@@ -105,13 +109,56 @@ def open_cube(path: str | Path, dataset: str | None = None) -> py4DSTEM.DataCube
 
 
 def _temp_path(out: Path) -> Path:
+    """A new hidden temporary file beside ``out``, named ``.NAME.HOST.PID.RANDOM.part`` after the process
+    that owns it. Temporary files of ``out`` left by a process of this host that is no longer alive
+    (a hard kill) are removed; those of live processes (a concurrent run onto the same output) or of
+    other hosts (a shared disk) are left alone."""
     folder = out.parent if str(out.parent) else Path(".")
+    host = _host()
     for stale in folder.glob(f".{out.name}.*.part"):
-        print(f"removing {stale}, left by an interrupted run")
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".part")
+        parts = stale.name[len(out.name) + 2:].split(".")
+        if len(parts) == 4 and parts[0] == host and parts[1].isdigit() and not _alive(int(parts[1])):
+            print(f"removing {stale}, left by an interrupted run (process {parts[1]} is gone)")
+            stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.{host}.{os.getpid()}.", suffix=".part")
     os.close(fd)
     return Path(tmp)
+
+
+def _host() -> str:
+    """This machine's name, safe inside a file name."""
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname()) or "host"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished temporary file to ``out``: replacing it with ``overwrite``, else only if ``out``
+    still does not exist (a hard link is atomic and fails if a concurrent run wrote it meanwhile)."""
+    if overwrite:
+        os.replace(tmp, out)
+        return
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        raise FileExistsError(f"{out} was written by another run while this one ran; pass --overwrite "
+                              "(overwrite=True) to replace it") from None
+    except OSError:  # a file system without hard links: the check and the rename are then not atomic
+        if out.exists():
+            raise FileExistsError(f"{out} was written by another run while this one ran; pass --overwrite "
+                                  "(overwrite=True) to replace it") from None
+        os.replace(tmp, out)
+        return
+    tmp.unlink()
 
 
 def _move_stream_into_tree(path: Path) -> None:
@@ -141,7 +188,10 @@ def run_file(
     and tree now hold the measurement (the input file is not modified; when it is HDF5 it is closed on
     return, so the returned cube's data can no longer be read).
     """
-    out = check_output(output_path, overwrite)
+    check_options(batch_size=batch_size, device=device, fit=fit, robust=robust,
+                  models={"center": center_model, "ellipse": ellipse_model,
+                          **({} if denoise_model is None else {"denoise": denoise_model})})
+    out = check_output(output_path, overwrite, inputs=(input_path,))
     cube = open_cube(input_path, dataset)
     shape = tuple(int(s) for s in cube.data.shape)
     tmp = _temp_path(out)
@@ -154,7 +204,7 @@ def run_file(
         placeholder = np.zeros((1, 1, *shape[2:]), dtype=np.float32)
         py4DSTEM.save(str(tmp), chain_result_cube(cube, placeholder, result, fit, robust), mode="a")
         _move_stream_into_tree(tmp)
-        os.replace(tmp, out)
+        _publish(tmp, out, overwrite)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .models import build_model
+from .validation import check_device
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MANIFEST_PATH = PACKAGE_DIR / "weights_manifest.json"
@@ -221,15 +222,34 @@ def load_user_weights(task: str, path: Path) -> LoadedModel:
     return _build(ModelEntry(**{k: v for k, v in raw.items() if k in ModelEntry.__dataclass_fields__}), Path(path))
 
 
-def load_model(task: str, model: str = "default") -> LoadedModel:
+def load_model(task: str, model: str = "default", device: str | torch.device | None = None) -> LoadedModel:
     """The network for ``task`` ("denoise", "center", "ellipse"), verified and in eval mode.
 
     ``model`` is a manifest name, ``"default"``, or the path of a ``.safetensors`` file written by
-    ``prenet train``. Loaded networks are cached; a changed manifest invalidates the cache.
+    ``prenet train``. ``device``: where the network's weights live (``"auto"``, ``"cpu"``, ``"cuda[:N]"``,
+    :func:`validation.check_device`; default: the CPU copy). Loaded
+    networks are cached per (task, model, device), each device holding its own copy, so a device that
+    fails (a missing GPU) leaves every other cached network as it was; a changed manifest or weights
+    file invalidates the cache.
     """
     source = Path(model) if _is_file(str(model)) else MANIFEST_PATH
     mtime = source.stat().st_mtime_ns if source.exists() else 0
-    return _load_cached(task, str(model), mtime)
+    base = _load_cached(task, str(model), mtime)
+    name = "cpu" if device is None else check_device(device)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(name).type == "cpu":
+        return base
+    return _on_device(task, str(model), mtime, name)
+
+
+@lru_cache(maxsize=16)
+def _on_device(task: str, model: str, mtime: int, device: str) -> LoadedModel:
+    """A copy of the cached CPU network on ``device`` (a failure raises and caches nothing)."""
+    import copy
+
+    base = _load_cached(task, model, mtime)
+    return LoadedModel(copy.deepcopy(base.module).to(torch.device(device)), base.entry)
 
 
 def install_weights(path: Path, name: str, default: bool = False) -> dict:
