@@ -9,21 +9,27 @@ which the pixel reads exactly zero. From these, per cube:
 * **pedestal**: a constant offset common to all pixels (a dark level that was never subtracted).
   Counting detectors read exactly zero in most background pixels of most frames, and read noise
   around a zero level goes below zero, so a positive minimum across the scan shared by the darkest
-  pixels (the 1st percentile over the detector) reveals an offset; its value is the level those
-  pixels sit at (the median scan-mean of the darkest 5 %, read noise averaged out). Data whose
+  pixels (the 1st percentile over the detector) reveals an offset; its value is that minimum when the
+  darkest pixels share it exactly (counts), else the level they sit at (the median scan-mean of the
+  darkest 5 %, read noise averaged out, their own faint signal included). Data whose
   darkest pixels never record zero (very high dose everywhere) would be mistaken for a pedestal: pass
   ``pedestal=0`` then.
 * **hot pixels**: the scan-mean (pedestal removed) exceeds the median of its 5 x 5 neighbourhood by
-  more than ``sigma`` standard errors (the pixel's and its neighbours' scan variance over the number
-  of patterns) *and* is more than ``ratio`` times its second-brightest of 8 neighbours. A diffraction
-  feature spans several pixels, so its brightest pixel is never that isolated unless it is narrower
-  than about 1.6 px FWHM; one hot pixel or a pair of adjacent ones is found, a bigger cluster is not.
+  more than ``sigma`` times the larger of its standard error (the pixel's and its neighbours' scan
+  variance over the number of patterns) and the neighbourhood's own robust scatter (which also
+  guards a scan too short to estimate the noise from, down to a single pattern) *and* is more than
+  ``ratio`` times its second-brightest of 8 neighbours. A diffraction feature spans several pixels, so
+  its brightest pixel is never that isolated unless it is narrower than about 1.6 px FWHM; one hot
+  pixel or a pair of adjacent ones is found, a bigger cluster is not. For integer data the noise is
+  never taken below one count per pattern (a single count is an event, not a hot pixel).
 * **dead pixels**: the mirror image (far below the neighbourhood and below ``1 / ratio`` of the
   second-darkest neighbour), or zero in every frame while the second-darkest of its 8 neighbours is
-  non-zero so often that a run of zeros that long has a chance below 1e-9. The inside of a beam stop or
-  the detector's dark corners are not dead pixels: their neighbours are dark too.
+  non-zero so often that a run of zeros that long has a chance below 1e-6 (the neighbours' rate of
+  zeros estimated by Laplace's rule of succession or, for integer counts, as Poisson from its mean).
+  The inside of a beam stop or the detector's dark corners are not dead pixels: their neighbours are
+  dark too.
 
-Both tests are ratios of the data to itself, so a positive scale of the intensities (counts, electrons,
+Both tests compare the data with itself, so a positive scale of the intensities (counts, electrons,
 normalised patterns) finds the same pixels. :func:`clean_patterns` then gives patterns with the masked
 pixels replaced by the median of their unmasked neighbours and the pedestal subtracted (a new array; the
 input is never modified). Units: the input's intensity units throughout; positions ``(qx, qy)`` pixels.
@@ -46,8 +52,9 @@ HOT_SIGMA = 10.0
 #: How many times brighter (darker) than its second-brightest (second-darkest) neighbour a hot (dead)
 #: pixel's scan-mean must be.
 HOT_RATIO = 3.0
-#: Chance below which a pixel reading zero in every frame is called dead (given its neighbours).
-DEAD_CHANCE = 1e-9
+#: Chance below which a pixel reading zero in every frame is called dead (given its neighbours): a
+#: 256 x 256 detector of Poisson counts then holds 0.07 false dead pixels on average.
+DEAD_CHANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -109,30 +116,41 @@ def _neighbours(a: np.ndarray, radius: int) -> np.ndarray:
 def estimate_pedestal(minimum: np.ndarray, mean: np.ndarray) -> float:
     """The pedestal from each pixel's minimum and mean across the scan ``(Qx, Qy)`` (see the module
     docstring): 0 unless the darkest pixels' minimum (the 1st percentile over the detector) is positive;
-    then the median scan-mean of the darkest 5 % of pixels (by their minimum), the level they sit at
-    once read noise is averaged out."""
-    if float(np.percentile(minimum, 1)) <= 0:
+    then that minimum when at least 1 % of the pixels share it exactly (counting data without read
+    noise), else the median scan-mean of the darkest 5 % of pixels (by their minimum), the level they
+    sit at once read noise is averaged out (this includes their own signal, e.g. 0.008 counts per pixel
+    in the example cube)."""
+    lowest = float(np.percentile(minimum, 1))
+    if lowest <= 0:
         return 0.0
+    if np.mean(minimum == lowest) >= 0.01:  # counts: the darkest pixels read exactly the offset
+        return lowest
     return float(np.median(mean[minimum <= np.percentile(minimum, 5)]))
 
 
 def find_bad_pixels(mean: np.ndarray, var: np.ndarray, zero_fraction: np.ndarray, n_patterns: int,
-                    pedestal: float = 0.0, sigma: float = HOT_SIGMA,
-                    ratio: float = HOT_RATIO) -> tuple[np.ndarray, np.ndarray]:
+                    pedestal: float = 0.0, sigma: float = HOT_SIGMA, ratio: float = HOT_RATIO,
+                    quantum: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """``(mask_hot, mask_dead)`` from the scan-mean, scan variance and zero fraction of every pixel
-    ``(Qx, Qy)`` over ``n_patterns`` patterns (see the module docstring)."""
+    ``(Qx, Qy)`` over ``n_patterns`` patterns (see the module docstring). ``quantum``: the step of the
+    values (1 for integer counts, 0 when unknown); the noise of a scan-mean is never taken below
+    ``quantum / sqrt(n_patterns)`` (one count in a pattern is an event, not a hot pixel)."""
     m = np.asarray(mean, dtype=np.float64) - pedestal
     se2 = np.asarray(var, dtype=np.float64) / n_patterns
     near = _neighbours(m, 2)
     med = np.median(near, axis=-1)
     noise = np.sqrt(se2 + np.median(_neighbours(se2, 2), axis=-1))
+    spread = 1.4826 * np.median(np.abs(near - med[..., None]), axis=-1)  # the neighbourhood's own scatter
+    noise = np.maximum(noise, np.maximum(spread, quantum / np.sqrt(n_patterns)))
     noise = np.maximum(noise, 1e-9 * max(float(np.abs(m).max()), np.finfo(np.float64).tiny))
     ring = np.sort(_neighbours(m, 1), axis=-1)
     hot = (m - med > sigma * noise) & (m > ratio * np.maximum(ring[..., -2], 0))
     dead = (med - m > sigma * noise) & (ratio * m < ring[..., 1]) & (ring[..., 1] > 0)
     nonzero_near = np.sort(_neighbours(1.0 - np.asarray(zero_fraction, np.float64), 1), axis=-1)[..., 1]
-    with np.errstate(divide="ignore"):
-        chance = n_patterns * np.log1p(-np.minimum(nonzero_near, 1.0))  # ln P(all zero | neighbours' rate)
+    zero_rate = ((1.0 - nonzero_near) * n_patterns + 1) / (n_patterns + 2)  # rule of succession: never 0
+    chance = n_patterns * np.log(zero_rate)  # ln P(zero in every frame | the neighbours' rate)
+    if quantum:  # counts: Poisson, P(zero in every frame) = exp(-n * the second-darkest neighbour's mean)
+        chance = np.minimum(chance, -n_patterns * np.maximum(ring[..., 1], 0.0) / quantum)
     dead |= (np.asarray(zero_fraction) >= 1.0) & (chance < np.log(DEAD_CHANCE))
     return hot & ~dead, dead
 
@@ -160,7 +178,7 @@ def survey_cube(data: Any, *, batch_size: int = 64, progress: bool = True, pedes
     pixels and the pedestal are returned as a :class:`Survey`. ``pedestal``: give it (input units) instead
     of estimating it; ``sigma`` and ``ratio``: the detection thresholds (module docstring)."""
     total = sq = lo = hi = zeros = None
-    n = 0
+    n, integral = 0, True
     for _, block in prefetch(iter_batches(data, batch_size, progress, "survey")):
         b = block.astype(np.float64)
         if total is None:
@@ -172,12 +190,13 @@ def survey_cube(data: Any, *, batch_size: int = 64, progress: bool = True, pedes
         np.minimum(lo, b.min(0), out=lo)
         np.maximum(hi, b.max(0), out=hi)
         zeros += (block == 0).sum(0)
+        integral = integral and bool(np.all(block == np.round(block)))
         n += len(b)
     mean = total / n
     var = np.maximum(sq / n - mean * mean, 0.0)
     zero_fraction = zeros / n
     ped = estimate_pedestal(lo, mean) if pedestal is None else float(pedestal)
-    hot, dead = find_bad_pixels(mean, var, zero_fraction, n, ped, sigma, ratio)
+    hot, dead = find_bad_pixels(mean, var, zero_fraction, n, ped, sigma, ratio, 1.0 if integral else 0.0)
     return Survey(n, mean, np.sqrt(var), lo, hi, zero_fraction, hot, dead, ped, _repair_plan(hot | dead))
 
 
