@@ -72,6 +72,7 @@ def main() -> None:
         err = np.hypot(o.qx0 - tx, o.qy0 - ty)
         lines.append(f"{name:32s} {err.mean():>8.2f} {err.max():>8.2f} {int((err > 2).sum()):>8d}")
 
+    lines += _measured()
     big = np.concatenate([data] * 9).reshape(48, 48, 128, 128)
     big[47, 47, 3, 3] = np.nan
     t0 = time.perf_counter()
@@ -101,6 +102,32 @@ def main() -> None:
                  f"max {shift.max():.4f} px")
     RESULTS.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _measured() -> list[str]:
+    """The survey on the small measured cubes beside the checkout (``shared/realdata``, if present)."""
+    root = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+    if not root.is_dir():
+        return []
+    import h5py
+    from rsciio.blockfile import file_reader as read_blo
+    from rsciio.quantumdetector import file_reader as read_mib
+
+    with h5py.File(root / "fpd_rings_2x2/fpd_file_test.hdf5") as f:
+        fpd = f["fpd_expt/fpd_data/data"][:, :, 0].astype(np.uint16)
+    cubes = {"fpd_rings_2x2 (Medipix, 13 dead listed)": fpd,
+             "merlin_4x2 (6-bit, saturated beam)": np.asarray(read_mib(str(root / "merlin_4x2/001_4x2_6bit.mib"))[0]
+                                                             ["data"]),
+             "sped_blockfile_3x2 (8-bit precession)": np.asarray(read_blo(str(root / "sped_blockfile_3x2/test1.blo"))[0]
+                                                                 ["data"])}
+    lines = ["", "Measured cubes (no truth; fpd: pixels reading 0 in all 4 frames listed for comparison):",
+             f"{'cube':42s} {'hot':>5s} {'dead':>5s} {'pedestal':>9s} {'zero in every frame':>20s}"]
+    for name, d in cubes.items():
+        s = survey_cube(d, progress=False)
+        always = int((d == 0).all((0, 1)).sum())
+        lines.append(f"{name:42s} {int(s.mask_hot.sum()):>5d} {int(s.mask_dead.sum()):>5d} {s.pedestal:>9.2f} "
+                     f"{always:>20d}")
+    return lines
 
 
 if __name__ == "__main__":

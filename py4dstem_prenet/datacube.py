@@ -176,7 +176,8 @@ def chain_result_cube(source: py4DSTEM.DataCube, data: Any, result: ChainResult,
     """Record a :func:`pipeline.run_chain` result: ``source``'s calibration gets ``origin_meas``,
     ``origin`` and ``ellipse`` and its tree the ``prenet_origin`` and ``prenet_ellipse`` nodes; returns
     the corrected DataCube holding ``data`` (calibration: centred, pixel sizes of ``source``) with
-    copies of both nodes and, when denoised, the ``prenet_denoise`` metadata."""
+    copies of both nodes, when denoised the ``prenet_denoise`` metadata, and the ``prenet_survey``
+    metadata (hot/dead pixels and pedestal found in the input, :mod:`survey`)."""
     origin = _write_origins(source, result.origins, result.qx0, result.qy0, result.models["center"], fit, robust)
     ellipse = _write_ellipse(source, result.mean, result.ellipse, result.models["ellipse"])
     cube = _new_cube(source, data, f"{source.name}_corrected")
@@ -185,6 +186,8 @@ def chain_result_cube(source: py4DSTEM.DataCube, data: Any, result: ChainResult,
     cube.tree(_copy_node(ellipse), force=True)
     if "denoise" in result.models:
         cube.metadata = nodes.provenance("denoise", result.models["denoise"], units="counts")
+    if result.survey is not None:
+        cube.metadata = result.survey.metadata()
     return cube
 
 

@@ -100,7 +100,8 @@ class Survey:
             "n_hot": int(self.mask_hot.sum()), "n_dead": int(self.mask_dead.sum()),
             "hot_pixels": self.hot_pixels.astype(np.int64), "dead_pixels": self.dead_pixels.astype(np.int64),
             "units": "pixel positions (qx, qy); pedestal in the input's intensity units",
-            "method": f"scan statistics: {HOT_SIGMA:g} standard errors and x{HOT_RATIO:g} from the neighbours",
+            "method": f"scan statistics: {HOT_SIGMA:g} x the noise from the 5 x 5 median and x{HOT_RATIO:g} the "
+                      f"second-brightest (darkest) neighbour, or zero in every frame (chance < {DEAD_CHANCE:g})",
             "package": "py4dstem_prenet", "version": __version__})
 
 

@@ -191,3 +191,15 @@ def test_dask_cluster_gives_the_single_process_result(tmp_path, cube, untrained)
     np.testing.assert_array_equal(in_memory.data, ref.data)
     np.testing.assert_array_equal(py4DSTEM.read(str(tmp_path / "out.h5")).data, ref.data)
     np.testing.assert_array_equal(in_memory.tree("prenet_origin").data, ref.tree("prenet_origin").data)
+
+
+def test_output_records_the_survey_of_the_input(tmp_path, untrained):
+    data = disk_cube(4, 4, seed=3)[0]
+    data[:, :, 50, 12] = 65535  # a hot pixel
+    src, out = tmp_path / "in.h5", tmp_path / "out.h5"
+    py4DSTEM.save(str(src), py4DSTEM.DataCube(data=data))
+    run_file(src, out, device="cpu", progress=False, denoise_model=None, center_model=untrained["center"],
+             ellipse_model=untrained["ellipse"])
+    meta = py4DSTEM.read(str(out)).metadata["prenet_survey"]
+    assert meta["n_patterns"] == 16 and meta["n_hot"] == 1 and meta["n_dead"] == 0
+    assert np.asarray(meta["hot_pixels"]).tolist() == [[50, 12]]
