@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .validation import check_cube_shape, check_patterns
+from .validation import check_batch_size, check_cube_shape, check_patterns
 
 
 def iter_batches(
@@ -33,8 +33,7 @@ def iter_batches(
     left and right (one extra row is read on each side; at the scan's edge the neighbour on the other
     side stands in).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_batch_size(batch_size)
     check_cube_shape(tuple(data.shape), data.dtype)
     rx, ry = int(data.shape[0]), int(data.shape[1])
     step = rows_per_read(ry, batch_size)

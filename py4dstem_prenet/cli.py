@@ -11,6 +11,9 @@ from pathlib import Path
 from ._version import __version__
 from .validation import InputError
 
+#: Seconds ``prenet run --scheduler`` waits for the Dask scheduler.
+SCHEDULER_TIMEOUT_S = 10
+
 
 def _cmd_run(args: argparse.Namespace) -> None:
     from .stream import run_file
@@ -21,7 +24,11 @@ def _cmd_run(args: argparse.Namespace) -> None:
             from distributed import Client
         except ImportError as exc:
             raise InputError("--scheduler needs Dask: pip install 'py4dstem-prenet[distributed]'") from exc
-        client = Client(args.scheduler)
+        try:
+            client = Client(args.scheduler, timeout=SCHEDULER_TIMEOUT_S)
+        except (OSError, ValueError, TypeError) as exc:  # unreachable, refused or malformed address
+            raise InputError(f"could not connect to the Dask scheduler at {args.scheduler!r} within "
+                             f"{SCHEDULER_TIMEOUT_S} s ({type(exc).__name__}: {exc}); is it running?") from exc
     t0 = time.time()
     try:
         out, cube = run_file(args.input, args.output, dataset=args.dataset, overwrite=args.overwrite,
@@ -52,13 +59,21 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from .reporting import report
+    from .io import check_output
+    from .reporting import REPORT_FORMATS, report
     from .stream import open_cube
 
+    out = Path(args.output)
+    if out.suffix.lower() not in REPORT_FORMATS:
+        raise InputError(f"report {out}: the figure is written as {', '.join(REPORT_FORMATS)}; "
+                         "give the output one of these suffixes")
+    check_output(out, args.overwrite, inputs=(args.processed, *((args.input,) if args.input else ())))
+    check_output(out.with_suffix(".html"), args.overwrite,
+                 inputs=(args.processed, *((args.input,) if args.input else ())))
     result = open_cube(args.processed)
     raw = open_cube(args.input, args.dataset) if args.input else None
-    png, page = report(result, args.output, raw=raw)
-    print(f"wrote {png} and {page}")
+    figure, page = report(result, out, raw=raw)
+    print(f"wrote {figure} and {page}")
 
 
 def _cmd_simulate(args: argparse.Namespace) -> None:
@@ -127,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+        sp.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     r = sub.add_parser("run", help="denoise, centre and ellipse-correct a cube; stream it to an EMD file")
@@ -137,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dataset", help="the cube's dataset path inside an HDF5 file (when it holds several)")
     r.add_argument("--scheduler", help="address of a Dask scheduler (tcp://host:8786) whose workers do the work; "
                    "they must see the input file at the same path")
-    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--batch-size", type=int, default=64, help="patterns per network call (a positive integer)")
     r.add_argument("--no-denoise", action="store_true", help="measure and correct on the raw patterns")
     r.add_argument("--fit", choices=["plane", "parabola", "bezier_two", "constant"],
                    help="align with a smooth fit of the origins across the scan instead of the raw measurement")
@@ -154,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("report", help="QA report (PNG + HTML) of a cube written by prenet run")
     q.add_argument("processed", help="output EMD file of prenet run")
-    q.add_argument("-o", "--output", required=True, help="PNG path (the HTML page is written beside it)")
+    q.add_argument("-o", "--output", required=True,
+                   help="figure path, .png, .pdf or .svg (an HTML page with a PNG of it is written beside it)")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing figure and page")
     q.add_argument("--input", help="the raw input file, for example patterns before/after denoising")
     q.add_argument("--dataset", help="the cube's dataset path inside the raw HDF5 file (when it holds several)")
     q.set_defaults(func=_cmd_report)
@@ -221,9 +238,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a killed run cleans up like Ctrl-C
     try:
+        if args.command in ("run", "demo", "train", "evaluate"):  # before any folder or file is made
+            from .validation import check_device
+
+            check_device(args.device)
         args.func(args)
-    except (InputError, WeightsError, FileExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"prenet {args.command}: error: {exc}", file=sys.stderr)
+    except (InputError, WeightsError, ValueError, OSError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError | FileNotFoundError):
+            message = f"{type(exc).__name__}: {message}"
+        print(f"prenet {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"prenet {args.command}: interrupted", file=sys.stderr)

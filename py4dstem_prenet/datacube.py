@@ -17,8 +17,9 @@ import torch
 from . import geometry, nodes
 from .center import measure_origins
 from .ellipse import EllipseFit, mean_centered_pattern, measure_ellipse
-from .pipeline import ChainResult, check_fit, fit_origins, run_chain, transform
-from .validation import InputError
+from .pipeline import ChainResult, fit_origins, run_chain, transform
+from .survey import preflight
+from .validation import InputError, check_origins
 from .weights import LoadedModel
 
 
@@ -68,6 +69,8 @@ def prenet_denoise(self: py4DSTEM.DataCube, model: str = "default", device: str 
     weights checksum, package version) and the input's pixel sizes. ``client``: a
     ``dask.distributed.Client`` to spread the work over a cluster (same result).
     """
+    preflight(self.data, batch_size=batch_size, device=device, models={"denoise": model}, progress=progress,
+              client=client)
     data, loaded = transform(self.data, denoise_model=model, device=device, batch_size=batch_size,
                              progress=progress, client=client)
     cube = _new_cube(self, data, f"{self.name}_denoised")
@@ -105,7 +108,8 @@ def prenet_center(self: py4DSTEM.DataCube, model: str = "default", device: str =
     carries its own ``prenet_origin`` copy), or with ``align=False`` the ``prenet_origin`` node.
     ``client``: a ``dask.distributed.Client`` to spread the work over a cluster (same result).
     """
-    check_fit(fit)
+    preflight(self.data, batch_size=batch_size, device=device, fit=fit, robust=robust, models={"center": model},
+              progress=progress, client=client)
     origins, loaded, _ = measure_origins(self.data, model, device, batch_size, progress, client=client)
     qx0, qy0 = fit_origins(origins, fit, robust)
     node = _write_origins(self, origins, qx0, qy0, loaded, fit, robust)
@@ -125,7 +129,8 @@ def _write_ellipse(cube: py4DSTEM.DataCube, mean: np.ndarray, fit: EllipseFit, l
     a, b, theta = geometry.ellipse_to_py4dstem(fit.ratio, fit.theta)
     cube.calibration.set_ellipse((a, b, theta))
     f = geometry.distortion_matrix(mean.shape, ratio=fit.ratio, theta=fit.theta)
-    corrected = geometry.warp(torch.from_numpy(mean.astype(np.float32))[None], f, preserve_counts=True)[0].numpy()
+    corrected = geometry.warp(torch.from_numpy(mean.astype(np.float32))[None], f, preserve_counts=True,
+                              clamp=True)[0].numpy()
     meta = nodes.provenance("ellipse", loaded, ratio=fit.ratio, theta=fit.theta, a=a, b=b,
                             confidence=fit.confidence, units="a/b dimensionless, theta radians from qx to qy")
     node = nodes.ellipse_node(mean, corrected, meta)
@@ -149,6 +154,9 @@ def prenet_ellipse(self: py4DSTEM.DataCube, model: str = "default", device: str 
     ``client``: a ``dask.distributed.Client`` to spread the work over a cluster (same result).
     """
     qx0, qy0 = _origins_from_calibration(self)
+    check_origins(qx0, qy0)
+    preflight(self.data, batch_size=batch_size, device=device, models={"ellipse": model}, progress=progress,
+              client=client)
     cx, cy = geometry.detector_center(self.data.shape)
     centred = bool(np.all(qx0 == cx) and np.all(qy0 == cy))
     mean = mean_centered_pattern(self.data, None if centred else qx0, None if centred else qy0, device,
@@ -170,7 +178,8 @@ def chain_result_cube(source: py4DSTEM.DataCube, data: Any, result: ChainResult,
     """Record a :func:`pipeline.run_chain` result: ``source``'s calibration gets ``origin_meas``,
     ``origin`` and ``ellipse`` and its tree the ``prenet_origin`` and ``prenet_ellipse`` nodes; returns
     the corrected DataCube holding ``data`` (calibration: centred, pixel sizes of ``source``) with
-    copies of both nodes and, when denoised, the ``prenet_denoise`` metadata."""
+    copies of both nodes, when denoised the ``prenet_denoise`` metadata, and the ``prenet_survey``
+    metadata (hot/dead pixels and pedestal found in the input, :mod:`survey`)."""
     origin = _write_origins(source, result.origins, result.qx0, result.qy0, result.models["center"], fit, robust)
     ellipse = _write_ellipse(source, result.mean, result.ellipse, result.models["ellipse"])
     cube = _new_cube(source, data, f"{source.name}_corrected")
@@ -179,6 +188,8 @@ def chain_result_cube(source: py4DSTEM.DataCube, data: Any, result: ChainResult,
     cube.tree(_copy_node(ellipse), force=True)
     if "denoise" in result.models:
         cube.metadata = nodes.provenance("denoise", result.models["denoise"], units="counts")
+    if result.survey is not None:
+        cube.metadata = result.survey.metadata()
     return cube
 
 

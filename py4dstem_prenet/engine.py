@@ -2,7 +2,8 @@
 
 A step is a small picklable object with one job. It declares its outputs (:class:`Output`): ``"nav"``
 outputs hold one value (or array) per scan position and are placed at the batch's positions; ``"sum"``
-outputs are summed over the scan (float64). Its :meth:`Step.process` maps one batch
+outputs are summed over the scan (float64); ``"min"`` and ``"max"`` outputs keep the element-wise extreme
+over the scan. Its :meth:`Step.process` maps one batch
 ``(flat_start, block (n, Qx, Qy) float32)`` (with :attr:`Step.neighbours`: ``(n, 5, Qx, Qy)``, each
 pattern and its scan neighbours) to a dict of those outputs for the batch. The engine reads the cube batch
 by batch (:mod:`batches`), hands the batches to an executor and merges the parts in scan order:
@@ -30,10 +31,11 @@ from .options import Options
 
 @dataclass(frozen=True)
 class Output:
-    """One output of a step: ``kind`` ``"nav"`` (per scan position, trailing ``shape``) or ``"sum"`` (summed
-    over the scan, ``shape``), stored as ``dtype``."""
+    """One output of a step: ``kind`` ``"nav"`` (per scan position, trailing ``shape``), ``"sum"`` (summed
+    over the scan, ``shape``), ``"min"`` or ``"max"`` (element-wise extreme over the scan, ``shape``), stored
+    as ``dtype``."""
 
-    kind: Literal["nav", "sum"]
+    kind: Literal["nav", "sum", "min", "max"]
     shape: tuple[int, ...] = ()
     dtype: str = "float64"
 
@@ -101,15 +103,19 @@ def run(step: Step, data: Any, options: Options, *, into: dict[str, Any] | None 
         elif out.kind == "nav":
             buffers[name] = np.empty(shape[:2] + tuple(out.shape), dtype=out.dtype)
         else:
-            buffers[name] = np.zeros(out.shape, dtype=out.dtype)
+            start = {"sum": 0, "min": np.inf, "max": -np.inf}[out.kind]
+            buffers[name] = np.full(out.shape, start, dtype=out.dtype)
     parts = executor_for(options).map(step.process, data, batch_size=options.batch_size,
                                       progress=options.progress, desc=step.desc, neighbours=step.neighbours)
     for start, part in parts:
         if set(part) != set(declared):
             raise RuntimeError(f"{type(step).__name__}.process returned {sorted(part)}, declared {sorted(declared)}")
         for name, value in part.items():
-            if declared[name].kind == "nav":
+            kind = declared[name].kind
+            if kind == "nav":
                 write_block(buffers[name], start, np.asarray(value))
-            else:
+            elif kind == "sum":
                 buffers[name] += value
+            else:
+                (np.minimum if kind == "min" else np.maximum)(buffers[name], value, out=buffers[name])
     return buffers

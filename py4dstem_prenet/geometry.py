@@ -142,8 +142,11 @@ def _keys_weights(t: torch.Tensor) -> list[torch.Tensor]:
 _PAD = 4  # zero border for bicubic sampling; positions further out are clamped into it
 
 
-def _sample_bicubic(x: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-    """Sample ``x (N, C, H, W)`` at pixel positions ``px, py (N, H', W')`` (rows, columns); zeros outside."""
+def _sample_bicubic(x: torch.Tensor, px: torch.Tensor, py: torch.Tensor,
+                    clamp: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sample ``x (N, C, H, W)`` at pixel positions ``px, py (N, H', W')`` (rows, columns); zeros outside.
+    Returns the samples and, with ``clamp``, the samples raised to at least ``min(0, lowest of the 2 x 2
+    input pixels around each position)`` (else ``None``)."""
     n, c, h, w = x.shape
     xp = F.pad(x, (_PAD, _PAD, _PAD, _PAD))
     wp = w + 2 * _PAD
@@ -155,12 +158,16 @@ def _sample_bicubic(x: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torc
     base = ((fx.long() + _PAD - 1) * wp + (fy.long() + _PAD - 1)).reshape(n, 1, -1).expand(n, c, -1)
     flat = xp.reshape(n, c, -1)
     out = torch.zeros((n, c) + tuple(px.shape[1:]), dtype=x.dtype, device=x.device)
+    lo = None
     for i in range(4):
         row = torch.zeros_like(out)
         for j in range(4):
-            row += torch.gather(flat, 2, base + (i * wp + j)).view_as(out) * wy[j].unsqueeze(1)
+            tap = torch.gather(flat, 2, base + (i * wp + j)).view_as(out)
+            row += tap * wy[j].unsqueeze(1)
+            if clamp and i in (1, 2) and j in (1, 2):
+                lo = tap if lo is None else torch.minimum(lo, tap)
         out += row * wx[i].unsqueeze(1)
-    return out
+    return out, (torch.maximum(out, lo.clamp_max(0)) if clamp else None)
 
 
 def sample_bilinear(images: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
@@ -191,6 +198,7 @@ def warp(
     matrices: np.ndarray | torch.Tensor,
     mode: str = "bicubic",
     preserve_counts: bool = False,
+    clamp: bool = False,
 ) -> torch.Tensor:
     """Resample a batch of patterns through affine maps, on the patterns' device and dtype.
 
@@ -205,8 +213,17 @@ def warp(
     preserve_counts : multiply by ``|det|`` of the linear part so that the summed counts of the pattern
         are conserved (away from the detector edge); sampling alone conserves counts per pixel.
 
-    Samples outside the detector read as zero. Bicubic interpolation can ring to slightly negative
-    values next to sharp edges; callers that need non-negative counts clamp.
+    clamp : no negative ringing: an output value below zero is raised to zero, or to the lowest of the
+        2 x 2 input pixels around its sampling position when that is negative (read noise in the input is
+        kept, the interpolation adds none), and each pattern is then rescaled to the total of the exact
+        resampling, so with ``preserve_counts`` the total counts are still conserved. Non-negative input
+        gives non-negative output. The cost: the removed lobes move centres of mass by ~0.01 px on the
+        example's patterns (0.02-0.05 px for a binary disk with a hard pixel edge). The pipeline's
+        outputs use it.
+
+    Samples outside the detector read as zero. Without ``clamp``, bicubic interpolation rings next to
+    sharp edges: non-negative input gives negative values (about 7 % of a hard edge's height, -1.6
+    counts next to the example's direct beam, thousands next to a hot pixel) while the total is exact.
     """
     if images.ndim not in (3, 4):
         raise ValueError(f"images must be (N, Qx, Qy) or (N, C, Qx, Qy), got shape {tuple(images.shape)}")
@@ -225,7 +242,10 @@ def warp(
     px = lin[:, 0, 0] * qx + lin[:, 0, 1] * qy + t[:, 0]
     py = lin[:, 1, 0] * qx + lin[:, 1, 1] * qy + t[:, 1]
     if mode == "bicubic":
-        out = _sample_bicubic(x, px, py)
+        out, clamped = _sample_bicubic(x, px, py, clamp)
+        if clamped is not None:
+            scale = out.sum((-2, -1), keepdim=True) / clamped.sum((-2, -1), keepdim=True)
+            out = clamped * torch.where(torch.isfinite(scale) & (scale > 0), scale, 1)
     else:
         out = sample_bilinear(x, px, py)
     if preserve_counts:

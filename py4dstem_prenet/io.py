@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import py4DSTEM
 
+from .atomic import atomic_path
 from .validation import InputError
 
 #: Detector formats read with RosettaSciIO (extra ``[formats]``) when py4DSTEM's own importer cannot.
@@ -53,9 +53,18 @@ def read_cube(path: str | Path) -> py4DSTEM.DataCube:
     return obj
 
 
-def check_output(path: str | Path, overwrite: bool) -> Path:
-    """Refuse to overwrite without ``overwrite``; check the folder exists and is writable, up front."""
+def check_output(path: str | Path, overwrite: bool, inputs: tuple[str | Path, ...] = ()) -> Path:
+    """Check an output path up front, before any work: refused when it is a folder, when it is one of
+    ``inputs`` (also through a symbolic link, a hard link or another relative spelling), or when it exists
+    and ``overwrite`` is not set; its folder must exist and be writable."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; give the path of the output file inside it "
+                         f"(e.g. {path / 'out.h5'})")
+    for source in inputs:
+        if _same_file(path, Path(source)):
+            raise InputError(f"output {path} is the input file {source}: writing it would destroy the raw data; "
+                             "choose another output path")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
     folder = path.parent if str(path.parent) else Path(".")
@@ -66,17 +75,18 @@ def check_output(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (the same inode, or the same resolved path if one is missing)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
 def save_atomic(path: str | Path, cube: py4DSTEM.DataCube, overwrite: bool = False) -> Path:
     """Save ``cube`` (with its tree) to ``path`` via a temporary file in the same folder and a rename,
     so ``path`` is never left half-written; an error or interruption leaves no output."""
     path = check_output(path, overwrite)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    os.unlink(tmp)  # py4DSTEM.save refuses to write over an existing file
-    try:
-        py4DSTEM.save(tmp, cube)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, overwrite=overwrite, create=False) as tmp:  # py4DSTEM.save refuses an existing file
+        py4DSTEM.save(str(tmp), cube)
     return path

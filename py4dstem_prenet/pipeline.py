@@ -28,15 +28,9 @@ from .ellipse import EllipseFit, measure_ellipse
 from .engine import Output, Step
 from .options import Options
 from .runner import resolve_device, to_device
+from .survey import Survey, preflight
+from .validation import FITS, check_fit, check_origins  # noqa: F401  (FITS, check_fit: used from here)
 from .weights import LoadedModel, load_model
-
-FITS = (None, "plane", "parabola", "bezier_two", "constant")
-
-
-def check_fit(fit: str | None) -> None:
-    """Refuse an unknown origin-fit name before any pass over the cube is made."""
-    if fit not in FITS:
-        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
 
 
 @dataclass
@@ -66,7 +60,7 @@ class TransformStep(Step):
         if self.qx0 is not None:
             sl = slice(start, start + len(block))
             f = geometry.distortion_matrix(tuple(block.shape[-2:]), self.qx0[sl], self.qy0[sl], self.ratio, self.theta)
-            x = geometry.warp(x, f, preserve_counts=True)
+            x = geometry.warp(x, f, preserve_counts=True, clamp=True)
         return {"data": x.cpu().numpy()}
 
 
@@ -79,12 +73,15 @@ def transform(
 
     ``denoise_model``: a denoise model name/path, or ``None`` to skip denoising. ``qx0, qy0``
     ``(Rx, Ry)`` pixels: move each optical axis to the detector centre and, with ``ratio = a/b > 1``
-    at angle ``theta`` (radians), make rings circular, in one bicubic resampling that conserves counts
-    (see :mod:`geometry`; values are not clipped, so interpolation next to sharp disks may leave small
-    negative values). ``out`` defaults to a new NumPy array; an ``h5py.Dataset`` streams to disk.
+    at angle ``theta`` (radians), make rings circular, in one bicubic resampling without ringing that
+    conserves counts (:func:`geometry.warp` with ``clamp``: non-negative input stays non-negative, each
+    pattern's total is that of the exact resampling). ``out`` defaults to a new NumPy array; an
+    ``h5py.Dataset`` streams to disk.
     ``client``: a ``dask.distributed.Client`` to spread the batches over. Returns ``out`` and the
     loaded denoise model (``None`` without denoising).
     """
+    if qx0 is not None:
+        check_origins(qx0, qy0)
     flat = [None if q is None else np.ravel(q).astype(np.float64) for q in (qx0, qy0)]
     loaded = None if denoise_model is None else load_model("denoise", denoise_model)
     neighbours = bool(loaded is not None and loaded.entry.input.get("neighbours", 0))
@@ -110,7 +107,8 @@ class ChainResult:
     """What the chain measured. ``origins``: per-pattern measurement (pixels) and confidence;
     ``qx0, qy0``: the origins the patterns were aligned with (the measurement or its fit);
     ``ellipse``: the distortion; ``mean``: the mean centred pattern it was measured on (counts per
-    pattern); ``models``: the loaded models by task (provenance)."""
+    pattern); ``models``: the loaded models by task (provenance); ``survey``: the pre-pass over the
+    input (:mod:`survey`: hot/dead pixels, pedestal)."""
 
     origins: Origins
     qx0: np.ndarray
@@ -118,6 +116,7 @@ class ChainResult:
     ellipse: EllipseFit
     mean: np.ndarray
     models: dict[str, LoadedModel]
+    survey: Survey | None = None
 
 
 def run_chain(
@@ -132,14 +131,17 @@ def run_chain(
     patterns), and the ellipse on the mean of the recorded patterns centred at the measured origins
     (averaging removes the noise; the ellipse network was trained on such means).
     """
-    check_fit(fit)
+    stages = {"center": center_model, "ellipse": ellipse_model}
+    survey = preflight(data, batch_size=batch_size, device=device, fit=fit, robust=robust, progress=progress,
+                       client=client, models=stages if denoise_model is None else {**stages, "denoise": denoise_model})
     origins, center_loaded, mean = measure_origins(data, center_model, device, batch_size, progress, mean=True,
                                                    client=client)
     qx0, qy0 = fit_origins(origins, fit, robust)
+    check_origins(qx0, qy0)
     ellipse, ellipse_loaded = measure_ellipse(mean, ellipse_model, device)
     out, denoise_loaded = transform(data, out, denoise_model, qx0, qy0, ellipse.ratio, ellipse.theta, device,
                                     batch_size, progress, client)
     models = {"center": center_loaded, "ellipse": ellipse_loaded}
     if denoise_loaded is not None:
         models["denoise"] = denoise_loaded
-    return out, ChainResult(origins, qx0, qy0, ellipse, mean, models)
+    return out, ChainResult(origins, qx0, qy0, ellipse, mean, models, survey)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 from pathlib import Path
 from typing import Any
 
@@ -195,13 +196,23 @@ def report_figure(result: py4DSTEM.DataCube, raw: py4DSTEM.DataCube | None = Non
     return fig, numbers
 
 
+#: Figure formats :func:`report` writes, by the output's suffix.
+REPORT_FORMATS = (".png", ".pdf", ".svg")
+
+
 def report(result: py4DSTEM.DataCube, path: str | Path, raw: py4DSTEM.DataCube | None = None,
            truth: dict | None = None) -> tuple[Path, Path]:
-    """Write the report PNG to ``path`` and an HTML page beside it (same name, ``.html``) that embeds it
-    with the summary numbers and the models used. Returns ``(png, html)``."""
-    path = Path(path).with_suffix(".png")
+    """Write the report figure to ``path`` in the format its suffix names (.png, .pdf or .svg; no
+    suffix: .png) and an HTML page beside it (same name, ``.html``) that embeds a PNG of it with the
+    summary numbers and the models used. Returns ``(figure, html)``."""
+    path = Path(path)
+    path = path if path.suffix else path.with_suffix(".png")
+    if path.suffix.lower() not in REPORT_FORMATS:
+        raise ValueError(f"report figure {path}: the suffix must be one of {REPORT_FORMATS}")
     fig, numbers = report_figure(result, raw, truth)
     fig.savefig(path, dpi=72)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=72)
     plt.close(fig)
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in numbers.items())
     models = []
@@ -210,7 +221,7 @@ def report(result: py4DSTEM.DataCube, path: str | Path, raw: py4DSTEM.DataCube |
         models.append(f"<li>{html.escape(meta.name)}: {html.escape(str(meta['model']))} "
                       f"(sha256 {html.escape(str(meta['weights_sha256'])[:12])}..., version "
                       f"{html.escape(str(meta['version']))})</li>")
-    png = base64.b64encode(path.read_bytes()).decode()
+    png = base64.b64encode(buffer.getvalue()).decode()
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>prenet report: {html.escape(result.name)}"
             f"</title></head><body><h1>py4dstem-prenet report: {html.escape(result.name)}</h1>"
             f"<table border='1' cellpadding='4'>{rows}</table><ul>{''.join(models)}</ul>"

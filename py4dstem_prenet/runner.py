@@ -8,17 +8,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .validation import check_device
 from .weights import LoadedModel
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as given."""
-    if str(device) == "auto":
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` as given.
+
+    Anything else (``"gpu"``, ``"meta"``, ...), CUDA when PyTorch sees no GPU, or a GPU index beyond the
+    ones present is an :class:`~validation.InputError` naming the choices (:func:`validation.check_device`).
+    """
+    name = check_device(device)
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was asked for but PyTorch sees no CUDA GPU; use device='cpu' or 'auto'")
-    return dev
+    return torch.device(name)
 
 
 def to_device(block: np.ndarray, device: torch.device) -> torch.Tensor:

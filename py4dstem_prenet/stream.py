@@ -6,13 +6,14 @@
 output, adds py4DSTEM's EMD tree (calibration, ``prenet_origin``, ``prenet_ellipse``) and renames it to
 the output only when everything is written: memory is bounded by the batch size, not the cube size,
 and an interrupted run leaves no output (re-running starts cleanly; a hard kill may leave the hidden
-``.NAME.*.part`` file, which the next run on the same output removes).
+``.NAME.HOST.PID.*.part`` file, which the next run on the same output removes once that process is
+gone). Concurrent runs onto one output each write their own temporary file and never remove a live
+one; without ``overwrite`` the second to finish refuses to replace the first's output. The output may
+not be the input (also through a link) nor a folder: both are refused before any work.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,11 @@ import numpy as np
 import py4DSTEM
 from emdfile import Metadata
 
+from .atomic import atomic_path
 from .datacube import chain_result_cube
 from .io import check_output, read_cube
 from .pipeline import run_chain
-from .validation import InputError
+from .validation import InputError, check_options
 
 #: Where the streamed data waits in the temporary file until the EMD tree is written around it.
 _STREAM = "prenet_stream/data"
@@ -104,16 +106,6 @@ def open_cube(path: str | Path, dataset: str | None = None) -> py4DSTEM.DataCube
     return cube
 
 
-def _temp_path(out: Path) -> Path:
-    folder = out.parent if str(out.parent) else Path(".")
-    for stale in folder.glob(f".{out.name}.*.part"):
-        print(f"removing {stale}, left by an interrupted run")
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".part")
-    os.close(fd)
-    return Path(tmp)
-
-
 def _move_stream_into_tree(path: Path) -> None:
     """Replace the placeholder data of the saved DataCube by the streamed dataset (an HDF5 link move) and
     remove the EMD header's initial node."""
@@ -141,23 +133,22 @@ def run_file(
     and tree now hold the measurement (the input file is not modified; when it is HDF5 it is closed on
     return, so the returned cube's data can no longer be read).
     """
-    out = check_output(output_path, overwrite)
+    check_options(batch_size=batch_size, device=device, fit=fit, robust=robust,
+                  models={"center": center_model, "ellipse": ellipse_model,
+                          **({} if denoise_model is None else {"denoise": denoise_model})})
+    out = check_output(output_path, overwrite, inputs=(input_path,))
     cube = open_cube(input_path, dataset)
     shape = tuple(int(s) for s in cube.data.shape)
-    tmp = _temp_path(out)
     try:
-        py4DSTEM.save(str(tmp), py4DSTEM.Array(np.zeros(1), name=_INIT), mode="o")  # an EMD header
-        with h5py.File(tmp, "r+") as f:
-            streamed = f.create_dataset(_STREAM, shape=shape, dtype="float32", chunks=(1, 1, *shape[2:]))
-            _, result = run_chain(cube.data, streamed, denoise_model, center_model, ellipse_model, device,
-                                  batch_size, progress, fit, robust, client)
-        placeholder = np.zeros((1, 1, *shape[2:]), dtype=np.float32)
-        py4DSTEM.save(str(tmp), chain_result_cube(cube, placeholder, result, fit, robust), mode="a")
-        _move_stream_into_tree(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with atomic_path(out, overwrite=overwrite) as tmp:
+            py4DSTEM.save(str(tmp), py4DSTEM.Array(np.zeros(1), name=_INIT), mode="o")  # an EMD header
+            with h5py.File(tmp, "r+") as f:
+                streamed = f.create_dataset(_STREAM, shape=shape, dtype="float32", chunks=(1, 1, *shape[2:]))
+                _, result = run_chain(cube.data, streamed, denoise_model, center_model, ellipse_model, device,
+                                      batch_size, progress, fit, robust, client)
+            placeholder = np.zeros((1, 1, *shape[2:]), dtype=np.float32)
+            py4DSTEM.save(str(tmp), chain_result_cube(cube, placeholder, result, fit, robust), mode="a")
+            _move_stream_into_tree(tmp)
     finally:
         if isinstance(cube.data, h5py.Dataset):
             cube.data.file.close()

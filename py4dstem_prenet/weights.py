@@ -42,6 +42,7 @@ from torch import nn
 
 from .atomic import atomic_path, write_text_atomic
 from .models import build_model
+from .validation import check_device
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MANIFEST_PATH = PACKAGE_DIR / "weights_manifest.json"
@@ -310,11 +311,16 @@ def load_model(task: str, model: str = "default", *, device: str | torch.device 
     """The network for ``task`` ("denoise", "center", "ellipse") on ``device``, verified, in eval mode.
 
     ``model`` is a catalogue name (shipped or user registry), ``"default"``, or the path of a
-    ``.safetensors`` file written by ``prenet train``. Cached per (task, model, device); a changed
-    manifest, registry or file invalidates the cache. Thread-safe.
+    ``.safetensors`` file written by ``prenet train``. ``device``: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``
+    (:func:`validation.check_device`). Cached per (task, model, device), each device holding its own copy;
+    a device that fails caches nothing; a changed manifest, registry or file invalidates the cache.
+    Thread-safe.
     """
+    name = check_device(device)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     with _LOCK:
-        return _load_on(task, str(model), _stamp(str(model)), str(torch.device(device)))
+        return _load_on(task, str(model), _stamp(str(model)), str(torch.device(name)))
 
 
 def install_weights(path: Path, name: str, *, default: bool = False, manifest_path: Path | None = None) -> dict:

@@ -2,9 +2,11 @@
 the cube, an interrupted run leaves nothing, and a Dask cluster gives the same numbers."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 import torch
 from conftest import disk_cube
 
-from py4dstem_prenet import pipeline
+from py4dstem_prenet import atomic, pipeline, stream
 from py4dstem_prenet.stream import open_cube, run_file
 from py4dstem_prenet.validation import InputError
 
@@ -72,10 +74,76 @@ def test_interrupted_run_leaves_no_output_and_reruns_cleanly(tmp_path, cube, unt
     with pytest.raises(KeyboardInterrupt):
         run_file(src, out, device="cpu", progress=False, batch_size=4, **models(untrained))
     assert [p.name for p in tmp_path.iterdir()] == ["in.h5"]
-    (tmp_path / ".out.h5.abc.part").write_bytes(b"left by a killed run")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / f".out.h5.{atomic.host()}.{int(gone.stdout)}.abc.part").write_bytes(b"left by a killed run")
     monkeypatch.setattr(pipeline.TransformStep, "process", real)
     run_file(src, out, device="cpu", progress=False, batch_size=4, **models(untrained))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5", "out.h5"]
+
+
+def test_concurrent_runs_never_remove_each_others_live_temporary_file(tmp_path, cube, untrained):
+    """Temporary files are named after the process that writes them; a run removes only those of dead
+    processes of this host, never a live run's (nor one on another host of a shared disk)."""
+    src, out = tmp_path / "in.h5", tmp_path / "out.h5"
+    py4DSTEM.save(str(src), cube)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        mine = tmp_path / f".out.h5.{atomic.host()}.{live.pid}.k3j2.part"
+        other_host = tmp_path / f".out.h5.elsewhere.{live.pid + 1}.x9.part"
+        for p in (mine, other_host):
+            p.write_bytes(b"a run in progress")
+        with atomic.atomic_path(out) as tmp:
+            assert tmp.name.startswith(f".out.h5.{atomic.host()}.{os.getpid()}.") and tmp.name.endswith(".part")
+            assert mine.exists() and other_host.exists()
+        out.unlink()
+        run_file(src, out, device="cpu", progress=False, batch_size=4, **models(untrained))
+        assert mine.read_bytes() == b"a run in progress" and other_host.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_second_run_to_finish_does_not_replace_the_first_without_overwrite(tmp_path, cube, untrained, monkeypatch):
+    src, out = tmp_path / "in.h5", tmp_path / "out.h5"
+    py4DSTEM.save(str(src), cube)
+    real = pipeline._transform_batch
+
+    def meanwhile(start, block, **kw):  # another run finishes while this one works
+        if not out.exists():
+            out.write_bytes(b"the other run's result")
+        return real(start, block, **kw)
+
+    monkeypatch.setattr(pipeline, "_transform_batch", meanwhile)
+    with pytest.raises(FileExistsError, match="written by another run"):
+        run_file(src, out, device="cpu", progress=False, **models(untrained))
+    assert out.read_bytes() == b"the other run's result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5", "out.h5"]
+
+
+@pytest.mark.parametrize("spelling", ["same", "relative", "symlink", "hardlink"])
+def test_output_that_is_the_input_is_refused(tmp_path, cube, untrained, monkeypatch, spelling):
+    src = tmp_path / "in.h5"
+    py4DSTEM.save(str(src), cube)
+    before = src.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    out = {"same": src, "relative": Path("sub/../in.h5"), "symlink": tmp_path / "link.h5",
+           "hardlink": tmp_path / "hard.h5"}[spelling]
+    (tmp_path / "sub").mkdir()
+    if spelling == "symlink":
+        out.symlink_to(src)
+    if spelling == "hardlink":
+        os.link(src, out)
+    with pytest.raises(InputError, match="is the input file"):
+        run_file(src, out, overwrite=True, device="cpu", progress=False, **models(untrained))
+    assert src.read_bytes() == before
+
+
+def test_output_folder_is_refused_before_the_run(tmp_path, cube, untrained, monkeypatch):
+    src = tmp_path / "in.h5"
+    py4DSTEM.save(str(src), cube)
+    monkeypatch.setattr(stream, "run_chain", lambda *a, **k: pytest.fail("the run started"))
+    with pytest.raises(InputError, match="is a folder"):
+        run_file(src, tmp_path, overwrite=True, device="cpu", progress=False, **models(untrained))
 
 
 PEAK_RSS = textwrap.dedent("""
@@ -126,3 +194,15 @@ def test_dask_cluster_gives_the_single_process_result(tmp_path, cube, untrained)
     np.testing.assert_array_equal(in_memory.data, ref.data)
     np.testing.assert_array_equal(py4DSTEM.read(str(tmp_path / "out.h5")).data, ref.data)
     np.testing.assert_array_equal(in_memory.tree("prenet_origin").data, ref.tree("prenet_origin").data)
+
+
+def test_output_records_the_survey_of_the_input(tmp_path, untrained):
+    data = disk_cube(4, 4, seed=3)[0]
+    data[:, :, 50, 12] = 65535  # a hot pixel
+    src, out = tmp_path / "in.h5", tmp_path / "out.h5"
+    py4DSTEM.save(str(src), py4DSTEM.DataCube(data=data))
+    run_file(src, out, device="cpu", progress=False, denoise_model=None, center_model=untrained["center"],
+             ellipse_model=untrained["ellipse"])
+    meta = py4DSTEM.read(str(out)).metadata["prenet_survey"]
+    assert meta["n_patterns"] == 16 and meta["n_hot"] == 1 and meta["n_dead"] == 0
+    assert np.asarray(meta["hot_pixels"]).tolist() == [[50, 12]]

@@ -113,10 +113,11 @@ def test_registry_is_layered_over_the_shipped_manifest(package, untrained):
 
 
 def test_models_are_cached_per_device(package):
-    """A module moved to a useless device (meta) never reaches the other callers."""
+    """A refused device (meta, a missing GPU) never reaches the CPU copy the other callers hold."""
     cpu = weights.load_model("center")
-    meta = weights.load_model("center", device="meta")
-    assert next(meta.module.parameters()).device.type == "meta"
+    for bad in ("meta", "cuda:7"):
+        with pytest.raises(ValueError, match="device"):
+            weights.load_model("center", device=bad)
     again = weights.load_model("center")
     assert again.module is cpu.module and next(again.module.parameters()).device.type == "cpu"
     assert torch.isfinite(again.module(torch.ones(1, 1, 32, 32))).all()
