@@ -106,14 +106,14 @@ def test_concurrent_runs_never_remove_each_others_live_temporary_file(tmp_path, 
 def test_second_run_to_finish_does_not_replace_the_first_without_overwrite(tmp_path, cube, untrained, monkeypatch):
     src, out = tmp_path / "in.h5", tmp_path / "out.h5"
     py4DSTEM.save(str(src), cube)
-    real = pipeline._transform_batch
+    real = pipeline.TransformStep.process
 
-    def meanwhile(start, block, **kw):  # another run finishes while this one works
+    def meanwhile(self, start, block):  # another run finishes while this one works
         if not out.exists():
             out.write_bytes(b"the other run's result")
-        return real(start, block, **kw)
+        return real(self, start, block)
 
-    monkeypatch.setattr(pipeline, "_transform_batch", meanwhile)
+    monkeypatch.setattr(pipeline.TransformStep, "process", meanwhile)
     with pytest.raises(FileExistsError, match="written by another run"):
         run_file(src, out, device="cpu", progress=False, **models(untrained))
     assert out.read_bytes() == b"the other run's result"
