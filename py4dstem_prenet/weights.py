@@ -55,6 +55,7 @@ class ModelEntry:
     input: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    postprocess: dict[str, Any] = field(default_factory=dict)
 
 
 def read_manifest(path: Path | None = None) -> dict[str, Any]:
