@@ -1,264 +1,343 @@
-"""Beam centre, coarse to fine: the U-Net heatmap network + weighted centre of mass proposes candidate
-direct beams, the pattern's point symmetry helps choose among them, a refinement on the disk itself
-measures the chosen one, and the scan context catches the wrong disks left.
+"""Beam centre in three stages, each with one job: the network identifies, geometry measures, the scan
+checks.
 
-The centre network maps a normalised pattern (see :mod:`normalization`) to logits whose softmax over
-the detector is a probability map of the optical-axis position; during training it is pulled towards a
-Gaussian of standard deviation ``heatmap_sigma`` pixels at the true ``(qx0, qy0)`` (cross-entropy) and
-its weighted centre of mass towards the true position. The sub-pixel centre is the weighted centre of
-mass of the map around its maximum (:func:`geometry.weighted_com`); the probability inside that window
-is the per-pattern confidence in [0, 1] (close to 1: one unambiguous peak).
+(a) Identification (:mod:`center_identify`): the centre network proposes the ``candidates`` strongest
+    peaks of its probability map (on its fixed work grid, whatever the detector size).
+(b) Measurement (:mod:`disk_fit`): every candidate's disk is measured by a sub-pixel robust circle fit
+    of its edge at full resolution, with a standard error ``sigma`` (px). Each pattern prefers the
+    fitted candidate of highest ``symmetry + symmetry_prior * ln(network probability)``. When even the
+    preferred disk leaves the pattern without point symmetry (below ``hidden_symmetry``), the direct
+    beam may be hidden (a beam stop, no beam in the frame): the pattern's most symmetric point (with the
+    stop's dark pixels left out) is found, refined by a fit of the ring ridge around it, and becomes
+    a further candidate when it is clearly more symmetric (by ``hidden_margin``).
+(c) Scan consensus (:mod:`scan_consensus`): across the scan the direct beam is the candidate that follows
+    the smooth descan; each position takes its candidate nearest a robust smooth surface, from the
+    candidates stored in the one pass (no pattern is read again).
+
+Every number these stages use lives in the ``postprocess`` dict of the centre model's manifest entry
+(:class:`CentreSettings`), chosen by ``benchmarks/center_tune.py`` on validation data, and is recorded in
+the ``prenet_center`` metadata. Positions are pixels, py4DSTEM axes (qx = row, qy = column, pixel
+centres at integers).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from . import engine, geometry
+from . import engine, scan_consensus
+from .center_identify import heatmap, network_candidates, symmetry_centre, symmetry_scores
+from .disk_fit import DiskFit, FitSettings, background_level, fit_disk, impulse_mask
 from .ellipse import centred_sum
 from .engine import Output, Step
-from .normalization import detector_to_work, to_network, to_work_grid, work_to_detector
+from .normalization import WorkGrid
 from .options import Options
-from .runner import apply_network, resolve_device, to_device
-from .weights import LoadedModel, load_model
+from .runner import resolve_device, to_device
+from .weights import LoadedModel, get_entry, load_model
+
+__all__ = ["METHODS", "CentreSettings", "Origins", "heatmap", "locate", "measure_origins", "refine_on_disk",
+           "symmetry_scores"]
+
+#: How a position was measured (the ``method`` slice of ``prenet_origin`` holds the index).
+METHODS = ("disk edge fit", "ring centre (hidden direct beam)", "symmetry centre (hidden direct beam)",
+           "network only (not measured)")
+DISK, RING, SYMMETRY, NETWORK = range(4)
+
+
+@dataclass(frozen=True)
+class CentreSettings:
+    """The tuned numbers of the centre stages (see the module docstring), from a manifest entry's
+    ``postprocess`` dict: ``candidates`` network peaks per pattern; ``network_floor`` the quantile
+    subtracted from the network's input (:func:`center_identify.network_input`); ``symmetry_prior`` the weight of
+    ``ln p``; ``duplicate`` (px) fits closer than this are one disk; ``hidden_symmetry``,
+    ``hidden_margin``, ``hidden_reach`` (fraction of the detector's short side searched) and
+    ``hidden_step`` (px) for a hidden direct beam; ``sigma_flag`` (px) flags a larger standard error;
+    ``ambiguity`` flags a runner-up this close in score (single patterns, no consensus);
+    ``consensus`` the arguments of :func:`scan_consensus.choose`; ``store_mb`` the memory (MiB) for
+    patterns kept to correct the mean pattern when the consensus overrules a pattern's own choice
+    (bounded whatever the cube's size); ``fit`` the
+    :class:`disk_fit.FitSettings`."""
+
+    candidates: int
+    network_floor: float
+    symmetry_prior: float
+    duplicate: float
+    hidden_symmetry: float
+    hidden_margin: float
+    hidden_reach: float
+    hidden_step: float
+    sigma_flag: float
+    ambiguity: float
+    consensus: dict[str, Any]
+    store_mb: float
+    fit: FitSettings
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CentreSettings:
+        names = {f.name for f in fields(cls)}
+        missing, extra = names - set(values), set(values) - names
+        if missing or extra:
+            raise ValueError(f"centre postprocess settings: missing {sorted(missing)}, unknown {sorted(extra)}")
+        return cls(**{**values, "fit": FitSettings.from_dict(values["fit"])})
+
+    @classmethod
+    def for_model(cls, loaded: LoadedModel) -> tuple[CentreSettings, str]:
+        """The settings of a loaded centre model, and the name of the entry they come from: its own
+        ``postprocess``, or (a model trained by the user, with none) the shipped default's."""
+        if loaded.entry.postprocess:
+            return cls.from_dict(loaded.entry.postprocess), loaded.entry.name
+        entry = get_entry("center", "default")
+        return cls.from_dict(entry.postprocess), entry.name
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fit"] = self.fit.as_dict()
+        return d
 
 
 @dataclass
 class Origins:
-    """Measured optical-axis positions over the scan, pixels (py4DSTEM axes), and confidences in [0, 1]."""
+    """Measured optical axis over the scan (all ``(Rx, Ry)``): ``qx0, qy0`` (px); ``confidence`` the
+    network's probability of the chosen candidate (0..1); ``sigma`` the standard error per axis (px;
+    inf when not measured); ``flag`` True where the answer is unreliable (large sigma, failed fit,
+    disagreement with the scan consensus, or an ambiguous choice); ``method`` the index into
+    :data:`METHODS`; ``info`` a summary for the metadata."""
 
     qx0: np.ndarray
     qy0: np.ndarray
     confidence: np.ndarray
+    sigma: np.ndarray | None = None
+    flag: np.ndarray | None = None
+    method: np.ndarray | None = None
+    info: dict[str, Any] | None = None
 
 
-def center_block(loaded: LoadedModel, counts: torch.Tensor, near: tuple[np.ndarray, np.ndarray] | None = None,
-                 spread: float = 4.0, candidates: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate centres ``(qx0, qy0, confidence)``, each ``(n, candidates)`` (detector pixels), for
-    counts ``(n, Qx, Qy)`` on the network's device, strongest first.
+@dataclass
+class Candidates:
+    """Per pattern ``k`` candidates (``(n, k)`` arrays): position (px), ``sigma`` (px), ``valid`` (may be
+    chosen), ``score`` (preference), ``prob`` (network), ``method``; and ``own (n,)`` the preferred one."""
 
-    The network sees the pattern averaged down to its work grid (``input["work_size"]``, see
-    :func:`normalization.to_work_grid`; the full pattern when there is none). Each candidate is a local
-    maximum of the probability map, placed by the weighted centre of mass of the map around it; its
-    confidence is the probability inside that window.
+    qx: np.ndarray
+    qy: np.ndarray
+    sigma: np.ndarray
+    valid: np.ndarray
+    score: np.ndarray
+    prob: np.ndarray
+    method: np.ndarray
+    own: np.ndarray
 
-    With ``near = (qx, qy)`` (detector pixels) there is one candidate: the peak of the map within
-    ``spread`` detector pixels of that point, however weak it is there.
-    """
-    inp = loaded.entry.input
-    work, (fx, fy) = to_work_grid(counts, inp.get("work_size"))
-    x, _ = to_network(work)
-    prob = heatmap(apply_network(loaded, x)[:, 0]).double()
-    n, h, w = prob.shape
-    gx = torch.arange(h, dtype=prob.dtype, device=prob.device).view(1, -1, 1)
-    gy = torch.arange(w, dtype=prob.dtype, device=prob.device).view(1, 1, -1)
-    if near is not None:
-        px, py = (torch.as_tensor(detector_to_work(np.asarray(v, np.float64), f), dtype=prob.dtype,
-                                  device=prob.device).view(-1, 1) for v, f in zip(near, (fx, fy), strict=True))
-        radius = max(spread / min(fx, fy), 1.0)
-    else:
-        peaks = prob * (prob == F.max_pool2d(prob[:, None], 3, 1, 1)[:, 0])
-        idx = peaks.reshape(n, -1).topk(min(candidates, h * w), dim=1).indices
-        px, py = (idx // w).to(prob.dtype), (idx % w).to(prob.dtype)
-        radius = 1.5
-    out = []
-    for j in range(px.shape[1]):
-        prior = (((gx - px[:, j].view(-1, 1, 1)) ** 2 + (gy - py[:, j].view(-1, 1, 1)) ** 2) <= radius**2)
-        qx, qy, mass = geometry.weighted_com(prob, int(inp["com_window"]), float(inp["com_floor"]),
-                                             prior.to(prob.dtype) + 1e-300)
-        out.append((work_to_detector(qx.cpu().numpy(), fx), work_to_detector(qy.cpu().numpy(), fy),
-                    mass.clamp(0, 1).cpu().numpy()))
-    return tuple(np.stack(v, axis=1) for v in zip(*out, strict=True))
+    def take(self, pick: np.ndarray) -> tuple[np.ndarray, ...]:
+        rows = np.arange(len(pick))
+        return tuple(v[rows, pick] for v in (self.qx, self.qy, self.sigma, self.prob, self.method, self.valid,
+                                             self.score))
 
 
-def symmetry_scores(counts: torch.Tensor, qx: np.ndarray, qy: np.ndarray, n_r: int = 24, n_angles: int = 32,
-                    reach: float = 0.3) -> np.ndarray:
-    """Point (Friedel) symmetry of each pattern about ``(qx, qy)`` (pixels; ``(n,)`` or ``(n, k)`` for k
-    points per pattern): the correlation coefficient between the square-rooted pattern at ``c + u`` and at
-    ``c - u`` for ``n_r x n_angles`` offsets ``u`` out to ``reach`` times the detector side (bilinear
-    sampling, zero outside). Close to 1 about the optical axis of a kinematical pattern, low about a
-    diffracted disk. Returns the scores, shaped like ``qx``."""
-    n, h, w = counts.shape
-    cx = torch.as_tensor(np.asarray(qx, np.float32), device=counts.device).reshape(n, -1)
-    cy = torch.as_tensor(np.asarray(qy, np.float32), device=counts.device).reshape(n, -1)
-    r = torch.linspace(2.0, reach * min(h, w), n_r, device=counts.device)[:, None]
-    a = torch.arange(n_angles, device=counts.device)[None] * (math.pi / n_angles)
-    ux, uy = (r * torch.cos(a)).reshape(1, 1, -1), (r * torch.sin(a)).reshape(1, 1, -1)
-    img = counts.clamp_min(0).sqrt().unsqueeze(1).float()
-
-    def sample(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-        grid = torch.stack([py * (2.0 / (w - 1)) - 1.0, px * (2.0 / (h - 1)) - 1.0], dim=-1)
-        return F.grid_sample(img, grid, align_corners=True, padding_mode="zeros")[:, 0]  # (n, k, m)
-
-    p = sample(cx[..., None] + ux, cy[..., None] + uy)
-    q = sample(cx[..., None] - ux, cy[..., None] - uy)
-    p, q = p - p.mean(-1, keepdim=True), q - q.mean(-1, keepdim=True)
-    score = (p * q).sum(-1) / (p.norm(dim=-1) * q.norm(dim=-1)).clamp_min(1e-12)
-    return score.cpu().numpy().reshape(np.shape(qx))
-
-
-def scan_outliers(qx0: np.ndarray, qy0: np.ndarray, threshold: float = 2.0) -> tuple[np.ndarray, np.ndarray,
-                                                                                      np.ndarray]:
-    """Origins that disagree with the smooth descan drift: a robust parabolic fit of ``(qx0, qy0)``
-    across the scan (py4DSTEM's ``fit_origin``), and the positions further than ``threshold`` pixels
-    (or 4 robust standard deviations, whichever is larger) from it. Returns (outlier mask, fit x, fit y)."""
-    from py4DSTEM.process.calibration.origin import fit_origin
-
-    fx, fy, _, _ = fit_origin((qx0, qy0), fitfunction="parabola", robust=True, robust_steps=3, robust_thresh=2)
-    dev = np.hypot(qx0 - fx, qy0 - fy)
-    sigma = 1.4826 * np.median(np.abs(dev - np.median(dev)))
-    return dev > max(threshold, 4 * sigma), np.asarray(fx), np.asarray(fy)
+def _hidden_beam(counts: torch.Tensor, sel: np.ndarray, s: CentreSettings) -> tuple[np.ndarray, ...]:
+    """For the patterns ``sel``: the most symmetric point (searched around the pedestal-subtracted
+    centroid, dark beam-stop pixels left out), refined by a ring-ridge fit when that fit succeeds.
+    Returns ``(qx, qy, sigma, symmetry, method)``."""
+    x = counts[torch.as_tensor(sel, device=counts.device)]
+    bg = background_level(x).view(-1, 1, 1)
+    y = (x.float() - bg).clamp_min(0)
+    n, h, w = y.shape
+    gx = torch.arange(h, dtype=torch.float64, device=y.device).view(1, -1, 1)
+    gy = torch.arange(w, dtype=torch.float64, device=y.device).view(1, 1, -1)
+    tot = y.double().sum((1, 2)).clamp_min(1e-30)
+    cx = ((y * gx).sum((1, 2)) / tot).cpu().numpy()
+    cy = ((y * gy).sum((1, 2)) / tot).cpu().numpy()
+    level = torch.nn.functional.avg_pool2d(y.unsqueeze(1), 4).flatten(1).amax(1).view(-1, 1, 1)
+    stop = torch.nn.functional.max_pool2d((y < 1e-3 * level).float().unsqueeze(1), 5, 1, 2)[:, 0] > 0
+    good = impulse_mask(x, bg.view(-1)) & ~(torch.nn.functional.avg_pool2d(stop.float().unsqueeze(1), 9, 1, 4)[:, 0]
+                                            > 0.5)
+    reach = s.hidden_reach * min(h, w)
+    qx, qy, sym = symmetry_centre(x, cx, cy, reach, s.hidden_step, mask=good)
+    ring = fit_disk(x, qx, qy, mask=good, feature="ridge", settings=s.fit)
+    use = ring.ok & (np.hypot(ring.qx - qx, ring.qy - qy) <= s.hidden_step)
+    sig = np.where(use, ring.sigma, np.inf)
+    return (np.where(use, ring.qx, qx), np.where(use, ring.qy, qy), sig, sym,
+            np.where(use, RING, SYMMETRY))
 
 
-def heatmap(logits: torch.Tensor) -> torch.Tensor:
-    """Probability map ``(N, Qx, Qy)``: the softmax of the centre network's logits over each pattern."""
-    n = logits.shape[0]
-    return torch.softmax(logits.reshape(n, -1).float(), dim=1).reshape(logits.shape)
-
-
-#: Choosing among the network's candidates: symmetry score + SYMMETRY_PRIOR * ln(network probability),
-#: for patterns of at least SYMMETRY_MIN_COUNTS counts (below, the score is too noisy and the network's
-#: ranking is kept). Chosen on held-out patterns, the example cube and on-zone Si (see the evaluation).
-SYMMETRY_PRIOR = 0.3
-SYMMETRY_MIN_COUNTS = 1500.0
-
-
-def locate(loaded: LoadedModel, counts: torch.Tensor, near: tuple[np.ndarray, np.ndarray] | None = None,
-           refine: bool = True, max_move: float = 3.0, candidates: int = 5
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Coarse-to-fine centres of counts ``(n, Qx, Qy)``: the network proposes the ``candidates``
-    strongest peaks of its probability map (:func:`center_block`); the point symmetry of the pattern
-    about each (:func:`symmetry_scores`) weighs in (:data:`SYMMETRY_PRIOR`): the network alone picks a
-    bright diffracted disk in some thick crystals, while the optical axis is the centre of symmetry of a
-    pattern near a zone axis. Then :func:`refine_on_disk` measures the chosen disk. A refinement that
-    moves further than ``max_move`` pixels has left the disk (overlapping CBED disks, a brighter
-    neighbour) and is discarded for that pattern. Returns ``(qx0, qy0, confidence)``, the confidence
-    being the network's probability of the chosen peak.
-    """
-    qx, qy, conf = center_block(loaded, counts, near, candidates=1 if near is not None else candidates)
-    pick = np.zeros(len(qx), dtype=int)
-    if qx.shape[1] > 1:
-        score = symmetry_scores(counts, qx, qy) + SYMMETRY_PRIOR * np.log(conf + 1e-6)
-        enough = counts.clamp_min(0).sum((1, 2)).cpu().numpy() >= SYMMETRY_MIN_COUNTS
-        pick = np.where(enough, score.argmax(axis=1), 0)
-    rows = np.arange(len(qx))
-    qx, qy, conf = qx[rows, pick], qy[rows, pick], conf[rows, pick]
+def locate(loaded: LoadedModel, counts: torch.Tensor, settings: CentreSettings, refine: bool = True,
+           mask: torch.Tensor | None = None) -> Candidates:
+    """Stages (a) and (b) on patterns ``counts (n, Qx, Qy)``: the network's candidates, each measured by
+    the disk fit (``refine=False``: the network's positions, not measured), deduplicated and scored;
+    plus one slot for a hidden direct beam (valid only where one was detected). See the module
+    docstring."""
+    s = settings
+    qx, qy, prob = network_candidates(loaded, counts, s.candidates, s.network_floor)
+    n, k = qx.shape
     if refine:
-        rx, ry = refine_on_disk(counts, qx, qy)
-        keep = np.hypot(rx - qx, ry - qy) <= max_move
-        qx, qy = np.where(keep, rx, qx), np.where(keep, ry, qy)
-    return qx, qy, conf
+        spread = WorkGrid.for_shape(tuple(counts.shape), loaded.entry.input.get("work_size")).factor
+        fit: DiskFit = fit_disk(counts, qx, qy, mask=mask, spread=spread, settings=s.fit)
+        fx, fy, sig, ok = fit.qx, fit.qy, fit.sigma, fit.ok
+        method = np.full((n, k), DISK)
+    else:
+        fx, fy, sig, ok = qx, qy, np.full((n, k), np.inf), np.ones((n, k), bool)
+        method = np.full((n, k), NETWORK)
+    fx, fy = np.where(ok, fx, qx), np.where(ok, fy, qy)
+    for j in range(1, k):  # a later candidate on a disk already fitted adds its probability there
+        for i in range(j):
+            same = ok[:, j] & ok[:, i] & (np.hypot(fx[:, j] - fx[:, i], fy[:, j] - fy[:, i]) < s.duplicate)
+            prob[:, i] = np.where(same, prob[:, i] + prob[:, j], prob[:, i])
+            ok[:, j] &= ~same
+    sym = symmetry_scores(counts, fx, fy, mask=mask)
+    score = sym + s.symmetry_prior * np.log(prob + 1e-6)
+    valid = ok.copy()
+    none = ~valid.any(1)
+    valid[none] = np.arange(k)[None] == 0  # nothing measured: the network's strongest peak, flagged
+    method[none, 0] = np.where(refine, NETWORK, method[none, 0])
+    own = np.argmax(np.where(valid, score, -np.inf), 1)
+    rows = np.arange(n)
+    hx, hy, hs = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.inf)
+    hscore, hvalid, hmethod = np.full(n, -np.inf), np.zeros(n, bool), np.full(n, SYMMETRY)
+    sel = np.nonzero(sym[rows, own] < s.hidden_symmetry)[0] if refine else np.zeros(0, int)
+    if len(sel):
+        cx, cy, csig, csym, cmeth = _hidden_beam(counts, sel, s)
+        better = csym > sym[sel, own[sel]] + s.hidden_margin
+        hx[sel], hy[sel], hs[sel], hmethod[sel] = cx, cy, csig, cmeth
+        hvalid[sel] = better
+        hscore[sel] = np.where(better, score[sel, own[sel]] + (csym - sym[sel, own[sel]]), -np.inf)
+    def cat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.concatenate([a, np.asarray(b)[:, None]], 1)
+
+    sig = np.where(valid & (method == DISK), sig, np.inf)
+    c = Candidates(cat(fx, hx), cat(fy, hy), cat(sig, hs), cat(valid, hvalid), cat(score, hscore),
+                   cat(prob, np.zeros(n)), cat(method, hmethod), own)
+    c.own = np.where(hvalid, k, own)
+    return c
+
+
+def _ambiguous(c: Candidates, s: CentreSettings) -> np.ndarray:
+    """``(n,)`` True where a valid runner-up, on another disk, scores within ``ambiguity`` of the choice."""
+    rows = np.arange(len(c.own))
+    best = c.score[rows, c.own]
+    far = np.hypot(c.qx - c.qx[rows, c.own][:, None], c.qy - c.qy[rows, c.own][:, None]) >= s.duplicate
+    return (c.valid & far & (c.score >= best[:, None] - s.ambiguity)).any(1)
+
+
+#: The per-pattern arrays of :class:`Candidates` as engine outputs: name -> dtype.
+_CANDIDATE_DTYPES = {"qx": "float64", "qy": "float64", "sigma": "float64", "valid": "bool", "score": "float64",
+                     "prob": "float64", "method": "int64"}
 
 
 @dataclass
 class CentreStep(Step):
-    """The centre pass over a cube (:mod:`engine` step): each pattern's ``qx0``, ``qy0`` (pixels) and
-    ``confidence`` (:func:`locate`), and with ``mean`` the sum of the patterns with every optical axis
-    moved to the detector centre (``centred_sum``, float64)."""
+    """The centre pass (:mod:`engine` step): stages (a) and (b) per batch (:func:`locate`), every
+    pattern's ``slots`` candidates stored (``"nav"`` outputs named as the fields of :class:`Candidates`,
+    ``own`` the pattern's own choice); with ``mean`` also the centred sum at each own choice and, as an
+    ``"items"`` output of at most ``store_mb``, the patterns whose choice the scan consensus may overrule
+    (a valid runner-up), so that the mean can be corrected without reading them again."""
 
     model: str
     device: str
+    slots: int
     refine: bool = True
     mean: bool = False
+    mask: np.ndarray | None = None
+    store_mb: float = 0.0
     desc: str = "centre"
 
     def outputs(self, shape: tuple[int, int, int, int]) -> dict[str, Output]:
-        out = {"qx0": Output("nav"), "qy0": Output("nav"), "confidence": Output("nav")}
+        out = {k: Output("nav", (self.slots,), dt) for k, dt in _CANDIDATE_DTYPES.items()}
+        out["own"] = Output("nav", (), "int64")
         if self.mean:
             out["centred_sum"] = Output("sum", shape[2:])
+            out["runner_up_patterns"] = Output("items", limit_mb=self.store_mb)
         return out
 
-    def process(self, start: int, block: np.ndarray) -> dict[str, np.ndarray]:
+    def process(self, start: int, block: np.ndarray) -> dict[str, Any]:
         dev = resolve_device(self.device)
+        loaded = load_model("center", self.model, device=dev)
+        settings, _ = CentreSettings.for_model(loaded)
         x = to_device(block, dev)
-        qx, qy, conf = locate(load_model("center", self.model, device=dev), x, refine=self.refine)
-        out = {"qx0": qx, "qy0": qy, "confidence": conf}
+        m = None if self.mask is None else torch.as_tensor(self.mask, device=dev)
+        c = locate(loaded, x, settings, self.refine, m)
+        out: dict[str, Any] = {k: getattr(c, k) for k in (*_CANDIDATE_DTYPES, "own")}
         if self.mean:
+            qx, qy, *_ = c.take(c.own)
             out["centred_sum"] = centred_sum(x, qx, qy)
+            other = c.valid.copy()
+            other[np.arange(len(c.own)), c.own] = False
+            out["runner_up_patterns"] = {start + int(i): block[i].copy() for i in np.nonzero(other.any(1))[0]}
         return out
 
 
 def measure_origins(
     data: Any, model: str = "default", device: str = "auto", batch_size: int = 64, progress: bool = True,
-    scan_context: bool = True, refine: bool = True, mean: bool = False, client: Any = None,
+    scan_context: bool = True, refine: bool = True, mean: bool = False, client: Any = None, *,
+    mask: np.ndarray | None = None,
 ) -> tuple[Origins, LoadedModel, np.ndarray | None]:
-    """Optical axis ``(qx0, qy0)`` of every pattern of a cube ``(Rx, Ry, Qx, Qy)``, pixels.
+    """Optical axis of every pattern of a cube ``(Rx, Ry, Qx, Qy)`` (any detector from 32 px up), in one
+    pass over the patterns: stages (a) and (b) per batch (:func:`locate`), then (c) the scan consensus
+    on the stored candidates (``scan_context``; scans of at least ``consensus["min_positions"]``
+    positions). ``refine=False`` skips the geometric fit (the network's positions, flagged).
+    ``mask``: good detector pixels ``(Qx, Qy)`` bool (hot/dead pixels False), used by every stage.
 
-    Coarse to fine (:func:`locate`): the network's probability map picks the direct beam and places it
-    to within a work pixel; with ``refine`` the centre of the disk itself is then measured around that
-    point (the evaluation gives the figures).
+    With ``mean`` the same pass accumulates the mean pattern with every optical axis moved to the
+    detector centre, at the final origins (returned third, else ``None``): the patterns whose choice
+    the consensus may overrule travel back with their batch, so the sum is corrected without a second
+    read (beyond ``store_mb`` of such patterns the remaining corrections are skipped and counted in
+    ``info["mean_uncorrected"]``). ``client``: a ``dask.distributed.Client`` to spread the batches over
+    (:mod:`engine`; same result).
 
-    With ``scan_context`` (scans of at least 4 x 4 positions), patterns whose centre disagrees with the
-    smooth descan drift of the rest (:func:`scan_outliers`) are measured again with the peak chosen near
-    the drift's prediction: in thick or tilted crystals another disk can outshine the direct beam, but
-    only the direct beam follows the drift. Each position is still measured on its own pattern.
-
-    With ``mean`` the same pass also accumulates the mean pattern with every optical axis moved to the
-    detector centre (at the final measured origins), returned third (else ``None``). ``client``: a
-    ``dask.distributed.Client`` to spread the batches over (:mod:`engine`).
+    Returns ``(Origins, loaded centre model, mean or None)``.
     """
-    step = CentreStep(model=model, device=str(device), refine=refine, mean=mean)
-    res = engine.run(step, data, Options(device=str(device), batch_size=batch_size, progress=progress, client=client))
-    qx0, qy0, conf = res["qx0"], res["qy0"], res["confidence"]
-    total = res.get("centred_sum")
-    dev = resolve_device(device)
+    opts = Options(device=str(device), batch_size=batch_size, progress=progress, client=client)
+    dev = opts.torch_device
     loaded = load_model("center", model, device=dev)
-    if scan_context and min(data.shape[:2]) >= 4:
-        bad, fx, fy = scan_outliers(qx0, qy0)
-        for start in range(0, int(bad.sum()), batch_size):
-            rx, ry = (i[start:start + batch_size] for i in np.nonzero(bad))
-            block = np.stack([np.asarray(data[a, b], dtype=np.float32) for a, b in zip(rx, ry, strict=True)])
-            x = torch.from_numpy(block).to(dev)
-            old = qx0[rx, ry], qy0[rx, ry]
-            qx0[rx, ry], qy0[rx, ry], conf[rx, ry] = locate(loaded, x, (fx[rx, ry], fy[rx, ry]), refine)
-            if mean:
-                total += centred_sum(x, qx0[rx, ry], qy0[rx, ry]) - centred_sum(x, *old)
-    n = int(data.shape[0]) * int(data.shape[1])
-    return Origins(qx0, qy0, conf), loaded, None if total is None else total / n
+    settings, source = CentreSettings.for_model(loaded)
+    step = CentreStep(model=model, device=str(device), slots=settings.candidates + 1, refine=refine, mean=mean,
+                      mask=None if mask is None else np.asarray(mask, bool), store_mb=settings.store_mb)
+    res = engine.run(step, data, opts)
+    rx, ry = int(data.shape[0]), int(data.shape[1])
+    n = rx * ry
+    c = Candidates(*(res[f.name].reshape(n, *res[f.name].shape[2:]) for f in fields(Candidates)))
+    total = res.get("centred_sum")
+    stored = res.get("runner_up_patterns", {})
+    k = c.qx.shape[1]
+    use_scan = scan_context and n >= int(settings.consensus["min_positions"])
+    if use_scan:
+        cons = scan_consensus.choose(c.qx.reshape(rx, ry, k), c.qy.reshape(rx, ry, k), c.valid.reshape(rx, ry, k),
+                                     c.score.reshape(rx, ry, k), **settings.consensus)
+        pick = cons.pick.ravel()
+        agrees, changed = cons.agrees.ravel(), cons.changed.ravel()
+    else:
+        pick, agrees, changed = c.own, np.ones(n, bool), np.zeros(n, bool)
+    qx, qy, sig, prob, method, valid, _ = c.take(pick)
+    uncorrected = 0
+    if mean:
+        oqx, oqy, *_ = c.take(c.own)
+        for i in np.nonzero(changed)[0]:
+            if int(i) in stored:
+                x = torch.from_numpy(stored[int(i)][None]).to(dev)
+                total += centred_sum(x, qx[i:i + 1], qy[i:i + 1]) - centred_sum(x, oqx[i:i + 1], oqy[i:i + 1])
+            else:
+                uncorrected += 1
+    flag = ~valid | ~np.isfinite(sig) | (sig > settings.sigma_flag) | ~agrees
+    if not use_scan:
+        flag |= _ambiguous(c, settings)
+    info = {"methods": list(METHODS), "method_counts": {m: int((method == i).sum()) for i, m in enumerate(METHODS)},
+            "flagged": int(flag.sum()), "scan_consensus": bool(use_scan),
+            "consensus_changed": int(changed.sum()), "consensus_disagree": int((~agrees).sum()),
+            "settings": settings.as_dict(), "settings_from": source}
+    if mean:
+        info["mean_uncorrected"] = uncorrected
+    shape = (rx, ry)
+    origins = Origins(qx.reshape(shape), qy.reshape(shape), prob.reshape(shape), sig.reshape(shape),
+                      flag.reshape(shape), method.reshape(shape), info)
+    return origins, loaded, None if total is None else total / n
 
 
-def refine_on_disk(counts: torch.Tensor, qx: np.ndarray, qy: np.ndarray, iterations: int = 4,
-                   max_radius: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Refine centres ``(qx, qy)`` (pixels) on the direct-beam disk itself, batched.
-
-    Each iteration reads the disk radius ``R`` (at most ``max_radius``, default a fifth of the
-    detector) off the radial profile around the current estimate (where it falls to half its central
-    value) and moves the estimate to the intensity centre of mass inside a soft-edged circle of radius
-    ``R + 3`` px on the first iteration (so a start up to ~3 px off still sees the whole disk),
-    ``R + 1.5`` px after. Only a window of ``R_max + 8`` px around the start is read. A disk of uniform
-    intensity is found without bias when the start lies inside it; the network supplies that start (it
-    finds the right disk, the refinement measures it).
-    """
-    n, h, w = counts.shape
-    max_radius = 0.2 * min(h, w) if max_radius is None else max_radius
-    half = int(math.ceil(max_radius)) + 8
-    dev = counts.device
-    off = torch.arange(-half, half + 1, device=dev)
-    rows = torch.as_tensor(np.round(qx), dtype=torch.long, device=dev)[:, None] + off  # (n, k)
-    cols = torch.as_tensor(np.round(qy), dtype=torch.long, device=dev)[:, None] + off
-    valid = (((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]).to(torch.float64)
-    c = counts[torch.arange(n, device=dev)[:, None, None], rows.clamp(0, h - 1)[:, :, None],
-               cols.clamp(0, w - 1)[:, None, :]].to(torch.float64).clamp_min(0) * valid
-    flat, ones = c.view(n, -1), valid.view(n, -1)
-    gx, gy = rows.to(torch.float64)[:, :, None], cols.to(torch.float64)[:, None, :]
-    px = torch.as_tensor(qx, dtype=torch.float64, device=dev).view(n, 1, 1)
-    py = torch.as_tensor(qy, dtype=torch.float64, device=dev).view(n, 1, 1)
-    nbins = int(max_radius) + 2
-    for it in range(iterations):
-        r = torch.hypot(gx - px, gy - py)
-        idx = r.round().long().clamp(max=nbins - 1).view(n, -1)
-        total = torch.zeros(n, nbins, dtype=torch.float64, device=dev).scatter_add_(1, idx, flat)
-        prof = total / torch.zeros_like(total).scatter_add_(1, idx, ones).clamp_min(1)
-        below = prof < 0.5 * prof[:, :2].mean(1, keepdim=True)
-        below[:, -1] = True
-        radius = below.float().argmax(1).to(torch.float64).clamp(1.5, max_radius).view(n, 1, 1)
-        wts = c * torch.sigmoid((radius + (3.0 if it == 0 else 1.5) - r) / 0.5)
-        norm = wts.sum((1, 2), keepdim=True).clamp_min(1e-12)
-        px, py = (wts * gx).sum((1, 2), keepdim=True) / norm, (wts * gy).sum((1, 2), keepdim=True) / norm
-    return px.view(n).cpu().numpy(), py.view(n).cpu().numpy()
+def refine_on_disk(counts: torch.Tensor, qx: np.ndarray, qy: np.ndarray,
+                   settings: FitSettings | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Centres ``(qx, qy)`` (px) of the disks around starts ``(qx, qy)`` in patterns ``(n, Qx, Qy)``: the
+    geometric edge fit (:func:`disk_fit.fit_disk`) with the default centre model's settings (or
+    ``settings``); where the fit fails the start is returned."""
+    if settings is None:
+        settings = CentreSettings.from_dict(get_entry("center", "default").postprocess).fit
+    f = fit_disk(counts, qx, qy, settings=settings)
+    return np.where(f.ok, f.qx, qx), np.where(f.ok, f.qy, qy)

@@ -83,9 +83,11 @@ def _write_origins(cube: py4DSTEM.DataCube, origins, qx0, qy0, loaded: LoadedMod
     cal = cube.calibration
     cal.set_origin_meas((origins.qx0, origins.qy0))
     cal.set_origin((qx0, qy0))
-    meta = nodes.provenance("center", loaded, units="pixels", fit=str(fit), robust=bool(robust),
-                            aligned_with="fit" if fit else "measured")
-    node = nodes.origin_node(origins.qx0, origins.qy0, origins.confidence, meta)
+    info = origins.info or {}
+    meta = nodes.provenance("center", loaded, units="pixels (qx0, qy0, sigma)", fit=str(fit), robust=bool(robust),
+                            aligned_with="fit" if fit else "measured", **info)
+    node = nodes.origin_node(origins.qx0, origins.qy0, origins.confidence, origins.sigma, origins.flag,
+                             origins.method, meta)
     cube.tree(node, force=True)
     return node
 
@@ -101,7 +103,9 @@ def prenet_center(self: py4DSTEM.DataCube, model: str = "default", device: str =
     removes per-pattern noise but also real jitter. Alignment uses ``origin`` (so the fit when given).
     Positions are pixels, py4DSTEM axes; the detector centre is ``(Qx/2, Qy/2)``.
 
-    Attaches a ``prenet_origin`` RealSlice (qx0, qy0, confidence) under this cube.
+    Attaches a ``prenet_origin`` RealSlice (qx0, qy0, confidence, sigma, flag, method; see
+    :mod:`nodes`) under this cube; its metadata says how each position was measured and with which
+    settings.
 
     Returns the aligned DataCube (every optical axis moved to the detector centre by a bicubic
     sub-pixel translation, counts conserved; its calibration says the origin is the centre and it

@@ -3,7 +3,8 @@
 A step is a small picklable object with one job. It declares its outputs (:class:`Output`): ``"nav"``
 outputs hold one value (or array) per scan position and are placed at the batch's positions; ``"sum"``
 outputs are summed over the scan (float64); ``"min"`` and ``"max"`` outputs keep the element-wise extreme
-over the scan. Its :meth:`Step.process` maps one batch
+over the scan; ``"items"`` outputs collect a few per-pattern extras (``{flat_index: array}``) up to a memory
+limit (:class:`Items`). Its :meth:`Step.process` maps one batch
 ``(flat_start, block (n, Qx, Qy) float32)`` (with :attr:`Step.neighbours`: ``(n, 5, Qx, Qy)``, each
 pattern and its scan neighbours) to a dict of those outputs for the batch. The engine reads the cube batch
 by batch (:mod:`batches`), hands the batches to an executor and merges the parts in scan order:
@@ -35,9 +36,27 @@ class Output:
     over the scan, ``shape``), ``"min"`` or ``"max"`` (element-wise extreme over the scan, ``shape``), stored
     as ``dtype``."""
 
-    kind: Literal["nav", "sum", "min", "max"]
+    kind: Literal["nav", "sum", "min", "max", "items"]
     shape: tuple[int, ...] = ()
     dtype: str = "float64"
+    limit_mb: float = 0.0
+
+
+class Items(dict):
+    """An ``"items"`` output: ``{flat_index: array}`` gathered from the batches in scan order until they
+    would hold more than the output's ``limit_mb``; ``dropped`` counts the items left out beyond it."""
+
+    def __init__(self, limit_mb: float) -> None:
+        super().__init__()
+        self.limit, self.nbytes, self.dropped = limit_mb * 2**20, 0, 0
+
+    def merge(self, part: dict[int, np.ndarray]) -> None:
+        for index, value in part.items():
+            if self.nbytes + value.nbytes <= self.limit:
+                self[index] = value
+                self.nbytes += value.nbytes
+            else:
+                self.dropped += 1
 
 
 class Step:
@@ -102,6 +121,8 @@ def run(step: Step, data: Any, options: Options, *, into: dict[str, Any] | None 
             buffers[name] = into[name]
         elif out.kind == "nav":
             buffers[name] = np.empty(shape[:2] + tuple(out.shape), dtype=out.dtype)
+        elif out.kind == "items":
+            buffers[name] = Items(out.limit_mb)
         else:
             start = {"sum": 0, "min": np.inf, "max": -np.inf}[out.kind]
             buffers[name] = np.full(out.shape, start, dtype=out.dtype)
@@ -116,6 +137,8 @@ def run(step: Step, data: Any, options: Options, *, into: dict[str, Any] | None 
                 write_block(buffers[name], start, np.asarray(value))
             elif kind == "sum":
                 buffers[name] += value
+            elif kind == "items":
+                buffers[name].merge(value)
             else:
                 (np.minimum if kind == "min" else np.maximum)(buffers[name], value, out=buffers[name])
     return buffers

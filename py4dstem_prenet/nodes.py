@@ -1,7 +1,9 @@
 """The EMD nodes this package writes (plain py4DSTEM/emdfile classes, so any py4DSTEM reads them back).
 
-* ``prenet_origin`` (:class:`py4DSTEM.RealSlice`, slices ``qx0``, ``qy0``, ``confidence``): the measured
-  optical axis of every pattern (pixels) and the centre network's confidence (0..1).
+* ``prenet_origin`` (:class:`py4DSTEM.RealSlice`, slices ``qx0``, ``qy0``, ``confidence``, ``sigma``,
+  ``flag``, ``method``): the measured optical axis of every pattern (pixels), the centre network's
+  probability of the chosen candidate (0..1), the standard error per axis (pixels; inf: not measured),
+  1 where the answer is unreliable, and how it was measured (an index into the metadata's ``methods``).
 * ``prenet_ellipse`` (:class:`py4DSTEM.DiffractionSlice`, slices ``mean_centered``, ``mean_corrected``):
   the mean centred pattern before and after the ellipse correction (counts per pattern).
 * Metadata ``prenet_<task>`` on each node (and on returned cubes): model name, weights SHA-256, package
@@ -28,10 +30,15 @@ def provenance(task: str, loaded: LoadedModel, **values: Any) -> Metadata:
     return Metadata(name=f"prenet_{task}", data=data)
 
 
-def origin_node(qx0: np.ndarray, qy0: np.ndarray, confidence: np.ndarray, meta: Metadata) -> RealSlice:
-    """``prenet_origin``: stack ``(3, Rx, Ry)`` of qx0, qy0 (pixels) and confidence."""
-    node = RealSlice(data=np.stack([qx0, qy0, confidence]).astype(np.float64), name="prenet_origin",
-                     units="pixels", slicelabels=["qx0", "qy0", "confidence"])
+ORIGIN_SLICES = ["qx0", "qy0", "confidence", "sigma", "flag", "method"]
+
+
+def origin_node(qx0: np.ndarray, qy0: np.ndarray, confidence: np.ndarray, sigma: np.ndarray, flag: np.ndarray,
+                method: np.ndarray, meta: Metadata) -> RealSlice:
+    """``prenet_origin``: stack ``(6, Rx, Ry)`` of qx0, qy0 (pixels), confidence, sigma (pixels), flag (0/1)
+    and method (index into ``meta["methods"]``)."""
+    data = np.stack([qx0, qy0, confidence, sigma, flag, method]).astype(np.float64)
+    node = RealSlice(data=data, name="prenet_origin", units="pixels", slicelabels=list(ORIGIN_SLICES))
     node.metadata = meta
     return node
 

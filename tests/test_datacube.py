@@ -35,9 +35,13 @@ def test_center_writes_calibration_and_node(cube, untrained):
     qx0, qy0 = cube.calibration.get_origin_meas()
     assert qx0.shape == (3, 4) and np.all(np.isfinite(qx0)) and np.all(np.isfinite(qy0))
     node = cube.tree("prenet_origin")
-    assert node.slicelabels == ["qx0", "qy0", "confidence"]
+    assert node.slicelabels == ["qx0", "qy0", "confidence", "sigma", "flag", "method"]
     np.testing.assert_allclose(node.data[0], qx0)
-    assert node.metadata["prenet_center"]["version"]
+    meta = node.metadata["prenet_center"]
+    assert meta["version"]
+    assert meta["methods"][0] == "disk edge fit" and sum(meta["method_counts"].values()) == 12
+    assert np.all(node.data[3] > 0) and set(np.unique(node.data[4])) <= {0.0, 1.0}
+    assert meta["settings"]["fit"]["n_rays"] > 0  # the tuned numbers used are recorded
     # the aligned cube says its origin is the detector centre
     assert aligned.calibration.get_origin() == (32.0, 32.0)
     assert aligned.tree("prenet_origin") is not node
