@@ -29,8 +29,12 @@ Method (:func:`fit_rings`)
    dy sin phi`` (weighted least squares, residual-scaled covariance, outliers beyond ``clip`` sigma
    dropped); the geometry is updated (``x0 += E (dx, dy)``, ``E <- E (1 + S(e))``, reduced to
    ``(ratio, theta)`` by its singular vectors) and steps 3-6 repeat until the update is below tolerance.
-7. **Uncertainty**: the covariance of ``(e_c, e_s, dx, dy)`` at convergence, scaled by the residual, and
-   a bootstrap over sectors; the larger of the two is reported, propagated to ``ratio`` and ``theta``.
+7. **Uncertainty**: the covariance of ``(e_c, e_s, dx, dy)`` at convergence, scaled by the residual
+   (each ring's sector-to-sector scatter beyond the photon noise is a fitted variance, a random-effects
+   fit), and a bootstrap over sectors; the larger of the two is reported, propagated to ``ratio`` and
+   ``theta``. Texture (ring radii that wander with azimuth, as in the mean of a finite scan) puts power
+   into every low harmonic, the second one too; the power of harmonics 3..6 of the ring radius is a
+   floor on the error of the second.
 
 :func:`ring_harmonic` measures, at a fixed geometry, the residual second harmonic of the ring radius
 versus azimuth (pixels at the reference ring radius) with its sigma: the check applied to a corrected
@@ -83,6 +87,7 @@ class RingSettings:
     dark_min_pixels: int = 40  # smallest beam-stop region kept
     center_search: float = 0.0  # coarse search for the ring centre, +- px around the start (0: none)
     harmonic_z: float = 3.0  # a residual second harmonic above this many sigma fails the check
+    texture_harmonics: int = 6  # harmonics 3..this of the ring radius set a floor on the e error (0: off)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> RingSettings:
@@ -110,7 +115,8 @@ class RingFit:
     ``chi2``: reduced chi-square of the joint fit; ``radii``: the rings used (px, ideal frame);
     ``azimuth`` (sector centres, radians) and ``shift`` ``(n_rings, n_sectors)``: ring radius minus its
     mean, px, NaN where a sector was not used, at the start geometry (``shift_start``) and at the fit
-    (``shift``); ``mask``: pixels used (True) or masked; ``iterations``.
+    (``shift``); ``mask``: pixels used (True) or masked; ``iterations``; ``coverage``: the azimuthal
+    coverage (0..1, the fraction of the sectors the ring intensity spreads over) of every ring found.
     """
 
     ratio: float
@@ -130,6 +136,7 @@ class RingFit:
     shift_start: np.ndarray
     mask: np.ndarray = field(repr=False)
     iterations: int = 0
+    coverage: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass
@@ -486,25 +493,52 @@ def _joint_fit(shifts: _Shifts, phi: np.ndarray, settings: RingSettings, rng: np
     if ring.size < 6:
         return None
     y = shifts.shift[ring, sector]
-    w = 1 / shifts.sigma[ring, sector] ** 2
+    s2 = shifts.sigma[ring, sector] ** 2
     x = _design(phi[sector], shifts.radius[ring], ring, n_w)
     if not center:
         x = x[:, : n_w + 2]
+    # each ring's radius also scatters from sector to sector beyond the photon noise (spots, texture,
+    # speckle): a variance tau_k^2 per ring, estimated from the residuals, is added to every sector's own
+    # (a random-effects fit), so no sector dominates and the error bar includes that scatter
+    coef, _ = _wls(x, y, np.ones_like(y))  # equal weights: a start no single sector can pull
+    res = y - x @ coef
+    tau2 = np.zeros(n_w)
     keep = np.ones(y.size, bool)
-    for _ in range(5):
-        coef, cov = _wls(x[keep], y[keep], w[keep])
-        res = y - x @ coef
-        dof = max(int(keep.sum()) - x.shape[1], 1)
-        chi2 = float(np.sum(w[keep] * res[keep] ** 2) / dof)
-        new = np.abs(res) * np.sqrt(w) < settings.clip * math.sqrt(max(chi2, 1e-12))
-        if np.array_equal(new, keep) or new.sum() < x.shape[1] + 2:
+    for _ in range(6):
+        for k in range(n_w):
+            sel = keep & (ring == k)
+            if sel.sum() >= 3:
+                mad2 = (1.4826 * np.median(np.abs(res[sel]))) ** 2
+                tau2[k] = max(0.0, mad2 - float(np.median(s2[sel])))
+        w = 1 / (s2 + tau2[ring])
+        z = np.abs(res) * np.sqrt(w)
+        scale = max(1.4826 * float(np.median(z[keep])), 1e-12)
+        new = z < settings.clip * max(scale, 1.0)
+        if new.sum() < x.shape[1] + 2:
             break
         keep = new
+        coef, cov = _wls(x[keep], y[keep], w[keep])
+        res = y - x @ coef
+    w = 1 / (s2 + tau2[ring])
+    dof = max(int(keep.sum()) - x.shape[1], 1)
+    chi2 = float(np.sum(w[keep] * res[keep] ** 2) / dof)
     nf = 4 if center else 2
     cov = cov * chi2
     coef4, cov4 = np.zeros(4), np.zeros((4, 4))
     coef4[:nf] = coef[n_w:]
     cov4[:nf, :nf] = cov[n_w:, n_w:]
+    # structured scatter: ring radii that wander with azimuth (texture of a finite scan, spotty rings)
+    # put power in every low harmonic, the second included, where it looks like an ellipse. The power
+    # of harmonics 3..texture_harmonics (same units as e_c, e_s) bounds the e error from below.
+    n_max = settings.texture_harmonics
+    if n_max >= 3 and keep.sum() > x.shape[1] + 2 * (n_max - 2) + 2:
+        cols = [shifts.radius[ring] * f(n * phi[sector]) for n in range(3, n_max + 1) for f in (np.cos, np.sin)]
+        xt = np.concatenate([x, np.stack(cols, 1)], 1)
+        ct, _ = _wls(xt[keep], y[keep], w[keep])
+        tex2 = float(np.mean(ct[x.shape[1]:] ** 2))
+        stat2 = 0.5 * (cov4[0, 0] + cov4[1, 1])
+        if stat2 > 0 and tex2 > stat2:
+            cov4[:2, :2] *= tex2 / stat2
     boot = None
     if rng is not None and settings.bootstrap > 0:
         used = np.unique(sector[keep])
@@ -614,10 +648,11 @@ def _search_center(img, use, x0, y0, settings: RingSettings) -> tuple[float, flo
     return best
 
 
-def _not_measurable(reason, x0, y0, valid, phi, ratio=1.0, theta=0.0) -> RingFit:
+def _not_measurable(reason, x0, y0, valid, phi, coverage=None) -> RingFit:
     empty = np.zeros((0, phi.size))
     return RingFit(1.0, 0.0, math.nan, math.nan, float(x0), float(y0), (math.nan, math.nan), False, reason,
-                   math.nan, math.nan, np.zeros(0), phi, empty, empty, valid, 0)
+                   math.nan, math.nan, np.zeros(0), phi, empty, empty, valid, 0,
+                   np.zeros(0) if coverage is None else coverage)
 
 
 def fit_rings(
@@ -666,14 +701,17 @@ def fit_rings(
             best = float(shifts.coverage.max())
             return _not_measurable(f"the ring intensity sits in isolated spots (azimuthal coverage {best:.2f} < "
                                    f"{s.min_coverage}): a single-crystal pattern, whose distortion cannot be told "
-                                   "from strain", x0, y0, use, phi)
+                                   "from strain", x0, y0, use, phi, shifts.coverage)
         shifts.sigma[~ring_ok] = np.inf
         joint = _joint_fit(shifts, polar.phi, s, None)
         if joint is None:
             return _not_measurable("too few sectors of the rings could be measured", x0, y0, use, phi)
         if shift_start is None:
             shift_start = joint.resid_shift
-        nx, ny, nr, nt = _compose(x0, y0, ratio, theta, joint.coef)
+        step = joint.coef.copy()  # damped: at most 0.02 in e and 2 px of centre per iteration
+        step[:2] *= min(1.0, 0.02 / max(math.hypot(*step[:2]), 1e-12))
+        step[2:] *= min(1.0, 2.0 / max(math.hypot(*step[2:]), 1e-12))
+        nx, ny, nr, nt = _compose(x0, y0, ratio, theta, step)
         step_c = math.hypot(nx - x0, ny - y0)
         step_r = abs(nr - ratio)
         x0, y0, ratio, theta = nx, ny, nr, nt
@@ -699,7 +737,7 @@ def fit_rings(
     reason = "" if measurable else (f"the rings constrain a/b only to +-{ratio_sigma:.3f} (> {s.max_ratio_sigma})")
     return RingFit(ratio if measurable else 1.0, theta if measurable else 0.0, ratio_sigma, theta_sigma, x0, y0,
                    center_sigma, measurable, reason, joint.residual, joint.chi2, shifts.radius[shifts.coverage
-                   >= s.min_coverage], polar.phi, joint.resid_shift, shift_start, use, it)
+                   >= s.min_coverage], polar.phi, joint.resid_shift, shift_start, use, it, shifts.coverage)
 
 
 def ring_harmonic(
