@@ -281,6 +281,31 @@ def run_not_measurable(n: int, lines: list[str], settings: rings.RingSettings) -
             lines.append(f"  {label:32s} dose {dose:.0e}: {nm}/{n} not measurable; e.g. {got[0].reason or 'measured'}")
 
 
+def run_timing(lines: list[str]) -> None:
+    """Wall time of the whole ellipse stage of the chain (``measure_ellipse``: ring fit, bootstrap and the
+    check on the corrected mean) on 128 x 128 and 256 x 256 means, 1 CPU thread."""
+    import warnings as _w
+
+    from py4dstem_prenet.ellipse import measure_ellipse
+
+    src = _sources()
+    mean = make_case("rings", 1e4, 4242, src)["mean"]
+    big = np.kron(mean, np.ones((2, 2))) / 4
+    lines.append("")
+    for m in (mean, big):
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            with _w.catch_warnings():
+                _w.simplefilter("ignore")
+                measure_ellipse(m, device="cpu")
+            times.append(time.perf_counter() - t)
+        chain = 64 * 64 / 53.0 * (m.size / 128**2)  # the chain's measured 53 patterns/s at 128 x 128
+        lines.append(f"measure_ellipse on a {m.shape[0]} x {m.shape[1]} mean: {np.median(times) * 1e3:.0f} ms "
+                     f"(median of 5, 1 thread); once per cube: {np.median(times) / chain:.2%} of the chain's "
+                     f"~{chain:.0f} s on a 64 x 64 scan (53 patterns/s at 128 x 128, scaled by pixel count)")
+
+
 # --------------------------------------------------------------------------------------------- real data
 
 REAL = Path("/work/shared/realdata")
@@ -404,6 +429,7 @@ def main() -> None:
             run_test(args.seeds, lines, settings, "even")
             run_test(args.seeds, lines, settings, "random")
             run_not_measurable(6, lines, settings)
+            run_timing(lines)
         run_real(lines, settings)
         out = args.o
     text = "\n".join(lines)

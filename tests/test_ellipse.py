@@ -99,3 +99,24 @@ def test_measure_ellipse_warns_when_not_measurable():
 def test_settings_refuse_unknown_keys():
     with pytest.raises(ValueError, match="unknown ring-fit settings"):
         rings.RingSettings.from_dict({"n_sector": 12})
+
+
+def test_prenet_ellipse_writes_fit_errors_and_ring_offset(untrained):
+    import py4DSTEM
+
+    import py4dstem_prenet  # noqa: F401  (registers the DataCube methods)
+
+    f = geometry.distortion_matrix((Q, Q), Q / 2 + 1.5, Q / 2 - 1.0, 1.05, 0.4)  # ring centre off the beam
+    ring = geometry.warp(torch.from_numpy(_ideal())[None], geometry.invert(f))[0].clamp_min(0).float()
+    gen = torch.Generator().manual_seed(0)
+    data = add_noise(ring[None].repeat(16, 1, 1), 1e4, gen).numpy().reshape(4, 4, Q, Q)
+    cube = py4DSTEM.DataCube(data=data)
+    cube.calibration.set_origin((np.full((4, 4), Q / 2), np.full((4, 4), Q / 2)))  # the direct beam
+    fit = cube.prenet_ellipse(model=untrained["ellipse"], device="cpu", progress=False, correct=False)
+    a, b, theta = cube.calibration.get_ellipse()
+    assert fit.measurable and abs(a / b - 1.05) < 0.004 and geometry.angle_difference(theta, 0.4)[0] < 0.03
+    assert 0 < cube.calibration["ellipse_ratio_sigma"] < 0.004
+    meta = cube.tree("prenet_ellipse").metadata["prenet_ellipse"]
+    assert meta["ring_center_offset_qx"] == pytest.approx(1.5, abs=0.15)
+    assert meta["ring_center_offset_qy"] == pytest.approx(-1.0, abs=0.15)
+    assert meta["measurable"] == 1 and meta["check_ok"] == 1 and "direct-beam" in meta["center_used"]
