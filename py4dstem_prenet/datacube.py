@@ -128,15 +128,35 @@ def prenet_center(self: py4DSTEM.DataCube, model: str = "default", device: str =
 
 
 def _write_ellipse(cube: py4DSTEM.DataCube, mean: np.ndarray, fit: EllipseFit, loaded: LoadedModel):
-    """Write the ellipse to ``cube``'s calibration (py4DSTEM's ``(a, b, theta)``, ``b = 1``); attach and
-    return ``prenet_ellipse`` (the mean pattern before and after the correction)."""
+    """Write the ellipse to ``cube``'s calibration (py4DSTEM's ``(a, b, theta)``, ``b = 1``; with
+    ``a = b = 1`` when not measurable, the correction the chain applied) plus its errors and the ring
+    centre offset (``ellipse_ratio_sigma``, ``ellipse_theta_sigma``, ``ellipse_measurable``,
+    ``ring_center_offset``); attach and return ``prenet_ellipse`` (the mean pattern before and after the
+    correction, and the fit in its metadata)."""
     a, b, theta = geometry.ellipse_to_py4dstem(fit.ratio, fit.theta)
-    cube.calibration.set_ellipse((a, b, theta))
+    cal = cube.calibration
+    cal.set_ellipse((a, b, theta))
+    cal["ellipse_measurable"] = int(fit.measurable)
+    if fit.measurable:
+        cal["ellipse_ratio_sigma"] = float(fit.ratio_sigma)
+        cal["ellipse_theta_sigma"] = float(fit.theta_sigma)
+        cal["ring_center_offset"] = tuple(float(v) for v in fit.center_offset)
     f = geometry.distortion_matrix(mean.shape, ratio=fit.ratio, theta=fit.theta)
     corrected = geometry.warp(torch.from_numpy(mean.astype(np.float32))[None], f, preserve_counts=True,
                               clamp=True)[0].numpy()
-    meta = nodes.provenance("ellipse", loaded, ratio=fit.ratio, theta=fit.theta, a=a, b=b,
-                            confidence=fit.confidence, units="a/b dimensionless, theta radians from qx to qy")
+    values = dict(
+        method="ring fit (py4dstem_prenet.rings.fit_rings)", ratio=fit.ratio, theta=fit.theta,
+        a=a, b=b, ratio_sigma=float(fit.ratio_sigma), theta_sigma=float(fit.theta_sigma),
+        measurable=int(fit.measurable), reason=fit.reason, ring_x0=float(fit.x0), ring_y0=float(fit.y0),
+        ring_center_offset_qx=float(fit.center_offset[0]), ring_center_offset_qy=float(fit.center_offset[1]),
+        center_used="direct-beam origin (calibration origin), as py4DSTEM's calibrate() and polar transforms",
+        residual_px=float(fit.residual), chi2=float(fit.chi2), ring_radii=", ".join(f"{r:.1f}" for r in fit.radii),
+        harmonic_after_px=float(fit.harmonic), harmonic_after_sigma_px=float(fit.harmonic_sigma),
+        check_ok=int(fit.check_ok),
+        units="a/b dimensionless, theta radians from qx to qy, positions and radii pixels of the centred mean")
+    # a value that could not be measured is left out (NaN would not survive comparisons or every reader)
+    meta = nodes.provenance("ellipse", loaded, **{k: v for k, v in values.items()
+                                                  if not (isinstance(v, float) and not np.isfinite(v))})
     node = nodes.ellipse_node(mean, corrected, meta)
     cube.tree(node, force=True)
     return node
@@ -147,10 +167,12 @@ def prenet_ellipse(self: py4DSTEM.DataCube, model: str = "default", device: str 
     """Measure the elliptical distortion from the mean centred pattern and (by default) correct it.
 
     Needs an origin in the calibration (run :meth:`prenet_center` first, or call this on the cube it
-    returned). Writes py4DSTEM's ``(a, b, theta)`` with ``set_ellipse``: ``a/b`` the measured axis
-    ratio, ``b = 1`` (only the ratio and angle define the distortion), ``theta`` the a-axis angle in
-    radians from qx towards qy. py4DSTEM's ``BraggVectors.calibrate()`` and polar transforms then apply
-    exactly this package's correction (the a-axis compressed by b/a).
+    returned). The ellipse is a fit to the rings of the mean (:func:`ellipse.measure_ellipse`), with its
+    errors and the ring centre. Writes py4DSTEM's ``(a, b, theta)`` with ``set_ellipse``: ``a/b`` the
+    measured axis ratio, ``b = 1`` (only the ratio and angle define the distortion), ``theta`` the a-axis
+    angle in radians from qx towards qy, applied about the direct-beam origin (py4DSTEM's
+    ``BraggVectors.calibrate()`` and polar transforms then apply exactly this package's correction);
+    where the ellipse is not measurable, ``(1, 1, 0)`` and a warning (no correction).
 
     Attaches a ``prenet_ellipse`` node (mean pattern before/after) under this cube. Returns the corrected
     DataCube (optical axis at the detector centre, circular rings, counts conserved), or with

@@ -5,7 +5,12 @@
   probability of the chosen candidate (0..1), the standard error per axis (pixels; inf: not measured),
   1 where the answer is unreliable, and how it was measured (an index into the metadata's ``methods``).
 * ``prenet_ellipse`` (:class:`py4DSTEM.DiffractionSlice`, slices ``mean_centered``, ``mean_corrected``):
-  the mean centred pattern before and after the ellipse correction (counts per pattern).
+  the mean centred pattern before and after the ellipse correction (counts per pattern); its metadata
+  holds the ring fit: ``ratio``, ``theta`` and their ``ratio_sigma``, ``theta_sigma``, ``measurable`` (1/0)
+  and ``reason``, the ring centre ``ring_x0, ring_y0`` and its offset from the direct-beam origin
+  ``ring_center_offset_qx/qy`` (pixels), ``residual_px``, ``chi2``, ``ring_radii``, and the check on the
+  corrected mean ``harmonic_after_px``, ``harmonic_after_sigma_px``, ``check_ok`` (values that could not
+  be measured are left out).
 * Metadata ``prenet_<task>`` on each node (and on returned cubes): model name, weights SHA-256, package
   version, and the measured values with their units.
 """
@@ -44,7 +49,8 @@ def origin_node(qx0: np.ndarray, qy0: np.ndarray, confidence: np.ndarray, sigma:
 
 
 def ellipse_node(mean_centered: np.ndarray, mean_corrected: np.ndarray, meta: Metadata) -> DiffractionSlice:
-    """``prenet_ellipse``: stack ``(2, Qx, Qy)`` of the mean pattern before and after correction."""
+    """``prenet_ellipse``: stack ``(2, Qx, Qy)`` of the mean pattern before and after correction, with the
+    ring fit in ``meta`` (see the module docstring)."""
     node = DiffractionSlice(data=np.stack([mean_centered, mean_corrected]).astype(np.float32),
                             name="prenet_ellipse", units="counts",
                             slicelabels=["mean_centered", "mean_corrected"])

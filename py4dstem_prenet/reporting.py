@@ -9,8 +9,12 @@ Panels (pixels are detector pixels, angles degrees, intensities counts):
 2. With the raw input: a pattern before, the same only centred and corrected, after (denoised too), the
    residual (after minus corrected raw: only the denoising shows) and the mean residual over 256
    random positions (a systematic bias of the denoiser would show there).
-3. The mean centred pattern before and after the ellipse correction, and its polar transform before
-   and after (rings become straight lines).
+3. The mean centred pattern before and after the ellipse correction (with the fitted a/b, angle, their
+   sigmas and the ring centre's offset from the direct beam), and its polar transform before and after
+   (rings become straight lines).
+5. Ring radius versus azimuth before the correction (the ring fit of the mean: its data and its
+   model) and after (measured again on the corrected mean: :func:`rings.ring_harmonic`), with the
+   residual second harmonic and its sigma.
 4. The radial profile of the mean pattern, and the relative spread of the intensity along each ring
    (standard deviation over the azimuth / mean): an elliptical distortion shows as peaks of that spread
    at the rings, which the correction removes.
@@ -35,6 +39,8 @@ import torch  # noqa: E402
 from . import geometry  # noqa: E402
 from .batches import iter_batches  # noqa: E402
 from .center import refine_on_disk  # noqa: E402
+from .ellipse import ring_settings  # noqa: E402
+from .rings import fit_rings, ring_harmonic  # noqa: E402
 from .validation import InputError  # noqa: E402
 
 
@@ -128,6 +134,39 @@ def _example_row(fig, grid, raw, result, origin, meta, n_mean: int = 256) -> Non
         _image(fig.add_subplot(grid[1, col]), res, title, cmap="RdBu_r", log=False, vmin=-lim, vmax=lim)
 
 
+def _ring_panel(ax, mean_before: np.ndarray, mean_after: np.ndarray, meta) -> dict[str, float]:
+    """Ring radius minus its mean versus azimuth, before (ring fit of the mean: data points = residual +
+    model, line = model) and after (measured on the corrected mean); returns the summary numbers."""
+    settings = ring_settings()
+    fit = fit_rings(mean_before, settings=settings)
+    out = {"ellipse_measurable": float(fit.measurable)}
+    if fit.measurable:
+        cx, cy = geometry.detector_center(mean_before.shape)
+        phi = fit.azimuth
+        e = (fit.ratio - 1) / (fit.ratio + 1)
+        for k, radius in enumerate(fit.radii[: fit.shift.shape[0]]):
+            model = radius * e * np.cos(2 * (phi - fit.theta))
+            line = ax.plot(np.degrees(phi), model, "-", lw=1)[0]
+            ax.plot(np.degrees(phi), fit.shift[k] + model, "o", ms=3, color=line.get_color(),
+                    label=f"before, ring {radius:.0f} px")
+        ux, uy = geometry.correct_points(np.array([fit.x0]), np.array([fit.y0]), cx, cy, fit.ratio, fit.theta)
+        after = ring_harmonic(mean_after, x0=cx + ux[0], y0=cy + uy[0], settings=settings)
+        if after.measurable:
+            for k in range(after.shift.shape[0]):
+                ax.plot(np.degrees(after.azimuth), after.shift[k], "k.", ms=3, label="after" if k == 0 else None)
+            out.update(harmonic_after_px=after.amplitude, harmonic_after_sigma_px=after.sigma)
+            ax.set_title(f"ring radius vs azimuth: 2nd harmonic before {fit.radii.mean() * e:.2f} px, after "
+                         f"{after.amplitude:.3f} +- {after.sigma:.3f} px", fontsize=9)
+        out.update(ratio_sigma=fit.ratio_sigma, theta_sigma_deg=float(np.degrees(fit.theta_sigma)),
+                   ring_offset_qx_px=fit.x0 - cx, ring_offset_qy_px=fit.y0 - cy)
+    else:
+        ax.set_title(f"ring radius vs azimuth: not measurable\n{fit.reason[:70]}", fontsize=8)
+    ax.set(xlabel="azimuth from qx (deg)", ylabel="ring radius - mean (px)")
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    return out
+
+
 def report_figure(result: py4DSTEM.DataCube, raw: py4DSTEM.DataCube | None = None,
                   truth: dict | None = None) -> tuple[plt.Figure, dict[str, float]]:
     """The report figure of a processed cube (see the module docstring) and its summary numbers.
@@ -138,7 +177,7 @@ def report_figure(result: py4DSTEM.DataCube, raw: py4DSTEM.DataCube | None = Non
     """
     origin = _node(result, "prenet_origin").data
     ell_node = _node(result, "prenet_ellipse")
-    meta = ell_node.metadata["prenet_ellipse"]
+    meta = dict(ell_node.metadata["prenet_ellipse"]._params)
     mean_before, mean_after = ell_node.data
     cx, cy = geometry.detector_center(result.data.shape)
     after_x, after_y = residual_shifts(result.data)
@@ -169,8 +208,15 @@ def report_figure(result: py4DSTEM.DataCube, raw: py4DSTEM.DataCube | None = Non
     if raw is not None:
         _example_row(fig, grid, raw, result, origin, meta)
     _image(fig.add_subplot(grid[2, 0]), mean_before, "mean centred pattern, before ellipse correction")
-    _image(fig.add_subplot(grid[2, 1]), mean_after,
-           f"after: a/b = {meta['ratio']:.4f} at {np.degrees(meta['theta']):.1f} deg")
+    if int(meta.get("measurable", 1)):
+        title = (f"after: a/b = {meta['ratio']:.4f} +- {meta.get('ratio_sigma', np.nan):.4f} at "
+                 f"{np.degrees(meta['theta']):.1f} +- {np.degrees(meta.get('theta_sigma', np.nan)):.1f} deg"
+                 "\nring centre "
+                 f"- direct beam = ({meta.get('ring_center_offset_qx', np.nan):.2f}, "
+                 f"{meta.get('ring_center_offset_qy', np.nan):.2f}) px")
+    else:
+        title = f"not measurable: {str(meta.get('reason', ''))[:60]}\n(no ellipse correction)"
+    _image(fig.add_subplot(grid[2, 1]), mean_after, title)
     for col, (m, when) in enumerate(((mean_before, "before"), (mean_after, "after")), start=2):
         ax = fig.add_subplot(grid[2, col])
         polar = np.log10(np.clip(polar_transform(m), 0, None) + 1)
@@ -179,7 +225,8 @@ def report_figure(result: py4DSTEM.DataCube, raw: py4DSTEM.DataCube | None = Non
         ax.set_xlabel("radius (px)", fontsize=8)
         ax.set_ylabel("azimuth from qx (deg)", fontsize=8)
         plt.colorbar(im, ax=ax, fraction=0.046, label="log10(1 + counts)")
-    ax_p, ax_s = fig.add_subplot(grid[3, 0:2]), fig.add_subplot(grid[3, 2:5])
+    ax_p, ax_s = fig.add_subplot(grid[3, 0:2]), fig.add_subplot(grid[3, 2:4])
+    numbers.update(_ring_panel(fig.add_subplot(grid[3, 4]), mean_before, mean_after, meta))
     for m, when, style in ((mean_before, "before", "--"), (mean_after, "after", "-")):
         radius, profile, spread = ring_statistics(m)
         ax_p.semilogy(radius, np.clip(profile, 1e-6, None), style, label=when)

@@ -26,7 +26,8 @@ def test_run_writes_emd_and_refuses_overwrite(infile, tmp_path, untrained, capsy
     assert main(["run", str(infile), "-o", str(out), "--quiet", "--device", "cpu", *models(untrained)]) == 0
     back = py4DSTEM.read(str(out))
     assert back.data.shape == (3, 4, 64, 64)
-    assert back.tree("prenet_origin").data.shape == (3, 3, 4)
+    origin = back.tree("prenet_origin")
+    assert origin.data.shape == (len(origin.slicelabels), 3, 4) and "sigma" in origin.slicelabels
     assert main(["run", str(infile), "-o", str(out), "--quiet", *models(untrained)]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["run", str(infile), "-o", str(out), "--quiet", "--overwrite", "--device", "cpu",
