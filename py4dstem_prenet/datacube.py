@@ -16,7 +16,9 @@ import torch
 
 from . import geometry, nodes
 from .center import measure_origins
+from .denoise import plan_denoise
 from .ellipse import EllipseFit, mean_centered_pattern, measure_ellipse
+from .noise_estimate import NoiseModel
 from .pipeline import ChainResult, check_fit, fit_origins, run_chain, transform
 from .validation import InputError
 from .weights import LoadedModel
@@ -60,18 +62,29 @@ def _copy_node(node):
 
 
 def prenet_denoise(self: py4DSTEM.DataCube, model: str = "default", device: str = "auto",
-                   batch_size: int = 64, progress: bool = True, client: Any = None) -> py4DSTEM.DataCube:
-    """Denoise every diffraction pattern (U-Net + CBAM); returns a new DataCube.
+                   batch_size: int = 64, progress: bool = True, client: Any = None, *,
+                   variants: tuple[str, ...] | None = None, noise: NoiseModel | None = None) -> py4DSTEM.DataCube:
+    """Denoise every diffraction pattern; returns a new DataCube.
 
-    Counts in, counts out: the result has the input's shape and intensity scale (float32 counts, never
-    negative). The input is not modified. The result carries metadata ``prenet_denoise`` (model,
-    weights checksum, package version) and the input's pixel sizes. ``client``: a
-    ``dask.distributed.Client`` to spread the work over a cluster (same result).
+    The detector's noise model (gain, read noise, offset) is estimated from the cube
+    (:func:`noise_estimate.estimate_noise`; give ``noise`` to set it) and the denoising is done in
+    electrons. A self-check (:func:`denoise.plan_denoise`) estimates, from the noisy data alone, the error
+    of each candidate (``variants``: default the U-Net + CBAM ``model``, the scan-neighbour network and a
+    low-rank reconstruction over the scan) and uses the blend of them and the input with the lowest
+    estimated error (the input itself when nothing helps), bias-corrected per output level.
+
+    The result has the input's shape and units (float32; never negative for a counting detector; with
+    read noise, like the input, it may hold small negative values). The input is not modified. The
+    result carries metadata ``prenet_denoise`` (model, weights checksum, package version, noise model,
+    the self-check's choice and its estimated MSE reduction with its uncertainty) and the input's pixel
+    sizes. ``client``: a ``dask.distributed.Client`` to spread the work over a cluster (same result).
     """
-    data, loaded = transform(self.data, denoise_model=model, device=device, batch_size=batch_size,
-                             progress=progress, client=client)
+    plan = plan_denoise(self.data, model=model, variants=variants, noise=noise, device=device,
+                        batch_size=batch_size)
+    data, plan = transform(self.data, denoise_model=plan, device=device, batch_size=batch_size,
+                           progress=progress, client=client)
     cube = _new_cube(self, data, f"{self.name}_denoised")
-    cube.metadata = nodes.provenance("denoise", loaded, units="counts")
+    cube.metadata = nodes.provenance("denoise", plan.loaded, **plan.metadata())
     return cube
 
 
@@ -177,8 +190,8 @@ def chain_result_cube(source: py4DSTEM.DataCube, data: Any, result: ChainResult,
     _mark_centred(cube)
     cube.tree(_copy_node(origin), force=True)
     cube.tree(_copy_node(ellipse), force=True)
-    if "denoise" in result.models:
-        cube.metadata = nodes.provenance("denoise", result.models["denoise"], units="counts")
+    if result.denoise is not None:
+        cube.metadata = nodes.provenance("denoise", result.denoise.loaded, **result.denoise.metadata())
     return cube
 
 

@@ -24,7 +24,7 @@ from py4DSTEM.process.calibration.origin import fit_origin
 
 from . import geometry
 from .center import Origins, measure_origins
-from .denoise import denoise_block
+from .denoise import DenoisePlan, apply_plan, plan_denoise
 from .ellipse import EllipseFit, measure_ellipse
 from .runner import map_batches, resolve_device, to_device, write_block
 from .weights import LoadedModel, load_model
@@ -38,17 +38,18 @@ def check_fit(fit: str | None) -> None:
         raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
 
 
-def _transform_batch(start: int, block: np.ndarray, denoise_model: str | None, qx0: np.ndarray | None,
+def _transform_batch(start: int, block: np.ndarray, plan: DenoisePlan | None, qx0: np.ndarray | None,
                      qy0: np.ndarray | None, ratio: float, theta: float, device: str) -> np.ndarray:
-    """One batch of the transform pass: denoise (if a model is given; ``block`` then holds each pattern's
-    scan neighbours too when the model uses them), then one resampling (if origins are given) that moves
-    each optical axis to the detector centre and makes rings circular."""
+    """One batch of the transform pass: denoise as the self-check's ``plan`` says (if given; ``block``
+    then holds each pattern's scan neighbours too when the plan uses them), then one resampling (if
+    origins are given) that moves each optical axis to the detector centre and makes rings circular."""
     dev = resolve_device(device)
     x = to_device(block, dev)
-    if denoise_model is not None:
-        loaded = load_model("denoise", denoise_model)
-        loaded.module.to(dev)
-        x = denoise_block(loaded, x)
+    if plan is not None:
+        for name, w in plan.weights.items():
+            if w > 0 and name != "low-rank":
+                load_model("denoise", name).module.to(dev)
+        x = apply_plan(plan, x)
     if qx0 is not None:
         sl = slice(start, start + len(block))
         f = geometry.distortion_matrix(tuple(block.shape[-2:]), qx0[sl], qy0[sl], ratio, theta)
@@ -57,30 +58,34 @@ def _transform_batch(start: int, block: np.ndarray, denoise_model: str | None, q
 
 
 def transform(
-    data: Any, out: Any = None, denoise_model: str | None = None, qx0: np.ndarray | None = None,
+    data: Any, out: Any = None, denoise_model: str | DenoisePlan | None = None, qx0: np.ndarray | None = None,
     qy0: np.ndarray | None = None, ratio: float = 1.0, theta: float = 0.0, device: str = "auto",
     batch_size: int = 64, progress: bool = True, client: Any = None,
-) -> tuple[Any, LoadedModel | None]:
+) -> tuple[Any, DenoisePlan | None]:
     """Denoise and/or align every pattern of ``data (Rx, Ry, Qx, Qy)`` into ``out`` (float32 counts).
 
-    ``denoise_model``: a denoise model name/path, or ``None`` to skip denoising. ``qx0, qy0``
+    ``denoise_model``: a denoise model name/path (the self-check, :func:`denoise.plan_denoise`, first
+    decides on a sample of the batches how to denoise), a ready :class:`denoise.DenoisePlan`, or ``None``
+    to skip denoising; the denoised values are in the input's units. ``qx0, qy0``
     ``(Rx, Ry)`` pixels: move each optical axis to the detector centre and, with ``ratio = a/b > 1``
     at angle ``theta`` (radians), make rings circular, in one bicubic resampling that conserves counts
     (see :mod:`geometry`; values are not clipped, so interpolation next to sharp disks may leave small
     negative values). ``out`` defaults to a new NumPy array; an ``h5py.Dataset`` streams to disk.
     ``client``: a ``dask.distributed.Client`` to spread the batches over. Returns ``out`` and the
-    loaded denoise model (``None`` without denoising).
+    denoise plan (``None`` without denoising).
     """
+    plan = denoise_model
+    if isinstance(denoise_model, str):
+        plan = plan_denoise(data, model=denoise_model, device=device, batch_size=batch_size)
     out = np.empty(data.shape, dtype=np.float32) if out is None else out
     flat = [None if q is None else np.ravel(q).astype(np.float64) for q in (qx0, qy0)]
-    fn = partial(_transform_batch, denoise_model=denoise_model, qx0=flat[0], qy0=flat[1], ratio=float(ratio),
+    fn = partial(_transform_batch, plan=plan, qx0=flat[0], qy0=flat[1], ratio=float(ratio),
                  theta=float(theta), device=str(device))
-    desc = "denoise" if qx0 is None else "align" if denoise_model is None else "denoise + align"
-    loaded = None if denoise_model is None else load_model("denoise", denoise_model)
-    neighbours = bool(loaded is not None and loaded.entry.input.get("neighbours", 0))
+    desc = "denoise" if qx0 is None else "align" if plan is None else "denoise + align"
+    neighbours = bool(plan is not None and plan.needs_neighbours)
     for start, res in map_batches(fn, data, batch_size, progress, desc, client, neighbours):
         write_block(out, start, res)
-    return out, loaded
+    return out, plan
 
 
 def fit_origins(origins: Origins, fit: str | None, robust: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +103,7 @@ class ChainResult:
     """What the chain measured. ``origins``: per-pattern measurement (pixels) and confidence;
     ``qx0, qy0``: the origins the patterns were aligned with (the measurement or its fit);
     ``ellipse``: the distortion; ``mean``: the mean centred pattern it was measured on (counts per
-    pattern); ``models``: the loaded models by task (provenance)."""
+    pattern); ``models``: the loaded models by task (provenance); ``denoise``: the self-check's plan."""
 
     origins: Origins
     qx0: np.ndarray
@@ -106,6 +111,7 @@ class ChainResult:
     ellipse: EllipseFit
     mean: np.ndarray
     models: dict[str, LoadedModel]
+    denoise: DenoisePlan | None = None
 
 
 def run_chain(
@@ -125,9 +131,9 @@ def run_chain(
                                                    client=client)
     qx0, qy0 = fit_origins(origins, fit, robust)
     ellipse, ellipse_loaded = measure_ellipse(mean, ellipse_model, device)
-    out, denoise_loaded = transform(data, out, denoise_model, qx0, qy0, ellipse.ratio, ellipse.theta, device,
-                                    batch_size, progress, client)
+    out, plan = transform(data, out, denoise_model, qx0, qy0, ellipse.ratio, ellipse.theta, device,
+                          batch_size, progress, client)
     models = {"center": center_loaded, "ellipse": ellipse_loaded}
-    if denoise_loaded is not None:
-        models["denoise"] = denoise_loaded
-    return out, ChainResult(origins, qx0, qy0, ellipse, mean, models)
+    if plan is not None:
+        models["denoise"] = plan.loaded
+    return out, ChainResult(origins, qx0, qy0, ellipse, mean, models, plan)
