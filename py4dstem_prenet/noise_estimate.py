@@ -153,7 +153,8 @@ def estimate_noise(data: Any, *, max_patterns: int = 256, bins: int = 40, gain: 
     ``max_patterns``: at most this many patterns (whole scan rows, evenly spread) are read. ``gain``,
     ``read_noise`` (electrons rms), ``offset``: known values are used as given and not estimated. A scan
     needs at least 3 positions along ``Ry`` (or ``Rx``) to be estimated; otherwise, and for data that are
-    non-negative integers consistent with gain 1, a counting detector is returned.
+    non-negative integers with no read noise and a gain within 15 % of 1 (signal structure biases the
+    slope up by a few % on strongly structured scans), a counting detector is returned.
     """
     if gain is not None and read_noise is not None and offset is not None:
         return NoiseModel(float(gain), float(read_noise), float(offset), counting=False, source="given")
@@ -180,7 +181,7 @@ def estimate_noise(data: Any, *, max_patterns: int = 256, bins: int = 40, gain: 
     if gain is None and not a_err < 0.1 * abs(a):  # too little signal to measure the gain: 1 is assumed
         a, b, cov = _fit_line(m, v, err, agree, 1.0)
         a_err, b_err, source = 0.0, float(np.sqrt(cov[1, 1])), "estimated (gain not measurable, 1 assumed)"
-    if integer and abs(a - 1) < max(3 * a_err, 0.05) and b < max(3 * b_err, 0.05) and offset in (None, 0):
+    if integer and abs(a - 1) < max(3 * a_err, 0.15) and b < max(3 * b_err, 0.05) and offset in (None, 0):
         return NoiseModel(1.0, 0.0, 0.0, a_err, 0.0, counting=True, source="counting")
     if offset is not None:
         off = float(offset)
