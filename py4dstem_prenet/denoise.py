@@ -16,12 +16,8 @@ from .runner import apply_network, iter_batches, resolve_device, to_device
 from .selfcheck import (
     Decision,
     RiskTerms,
-    apply_level_correction,
     combine,
     divergence,
-    level_correction,
-    level_divergence,
-    level_edges,
     reduction,
     removal_mask,
     risk,
@@ -74,8 +70,6 @@ class DenoisePlan:
     basis : the low-rank candidate's orthonormal basis patterns ``(rank, Qx * Qy)`` (electrons), the
         leading right singular vectors of the sample, rank chosen by the risk estimate; every batch is
         projected onto it, so the result does not depend on the batch size.
-    level_edges, level_correction : the additive correction per output level (electrons), see
-        :func:`selfcheck.level_correction`; empty when it did not help.
     decision : the risk estimates behind the choice.
     patterns : number of patterns the estimate was made on.
     """
@@ -83,8 +77,6 @@ class DenoisePlan:
     noise: NoiseModel
     weights: dict[str, float]
     basis: torch.Tensor | None
-    level_edges: np.ndarray
-    level_correction: np.ndarray
     decision: Decision
     patterns: int
     primary: str = "default"
@@ -107,7 +99,7 @@ class DenoisePlan:
         out.update({"selfcheck": d.summary(), "estimated_mse_reduction": d.reduction,
                     "estimated_mse_reduction_err": d.reduction_err,
                     "lowrank_rank": 0 if self.basis is None else len(self.basis),
-                    "level_correction": bool(len(self.level_correction)), "selfcheck_patterns": self.patterns})
+                    "selfcheck_patterns": self.patterns})
         out["weights"] = "; ".join(f"{k} = {v:.4g}" for k, v in self.weights.items())
         out["candidate_mse_reduction"] = "; ".join(f"{k} = {v:.4g}" for k, v in d.candidate_reduction.items())
         return out
@@ -125,9 +117,8 @@ def _candidate(name: str, y: torch.Tensor, nb: torch.Tensor | None, basis: torch
 
 
 def _finish(f: torch.Tensor, plan: DenoisePlan) -> torch.Tensor:
-    """The level correction, and for a counting detector (no negative readings) clipping at 0."""
-    if len(plan.level_correction):
-        f = apply_level_correction(f, plan.level_edges, plan.level_correction)
+    """For a counting detector (no negative readings, a non-negative truth) clipping at 0, which can only
+    lower the error."""
     return f.clamp_min(0) if plan.noise.counting else f
 
 
@@ -159,7 +150,7 @@ def plan_denoise(data: Any, *, model: str = "default", variants: tuple[str, ...]
     """The self-check on ``data (Rx, Ry, Qx, Qy)``: estimate the noise model (unless given), run every
     candidate on about ``patterns`` patterns (whole batches, spread over the scan), estimate each one's
     error with the PG-URE (``draws`` Monte-Carlo draws of the divergence) and decide the weights of the
-    blend and the level correction (see :mod:`selfcheck`).
+    blend (see :mod:`selfcheck`).
 
     ``variants``: the candidates, denoise model names and/or ``"low-rank"``; default ``model``, the
     neighbour network (when ``model`` is ``"default"``) and the low-rank reconstruction.
@@ -206,14 +197,9 @@ def plan_denoise(data: Any, *, model: str = "default", variants: tuple[str, ...]
     decision = combine(nets, terms, terms[0].noise)
     w = decision.weights
     f = y + sum(w[n] * t.resid for n, t in zip(nets, terms, strict=True))
-    edges = level_edges(f)
-    corr, change = level_correction(f, y, s, edges)
-    plan = DenoisePlan(noise, w, basis, edges if change < 0 else np.zeros(0),
-                       corr if change < 0 else np.zeros(0), decision, len(y), model)
+    plan = DenoisePlan(noise, w, basis, decision, len(y), model)
     final = _finish(f, plan).double()
     div = sum(w[n] * t.div for n, t in zip(nets, terms, strict=True)) + (1 - sum(w.values())) * terms[0].noise
-    if len(plan.level_correction):
-        div = div + level_divergence(f, y, s, edges)
     decision.risk = risk(RiskTerms(final - y, div, terms[0].noise)).numpy()
     decision.reduction, decision.reduction_err = reduction(decision.risk, decision.input_risk)
     return plan

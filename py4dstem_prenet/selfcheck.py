@@ -22,9 +22,9 @@ The input itself (``f = y``, ``d = 1``) has ``R = sum v``, its noise.
 The decision: candidates ``f_i`` (the networks, a low-rank reconstruction) are combined as
 ``sum_i w_i f_i + (1 - sum_i w_i) y`` with weights ``w_i >= 0``, ``sum w_i <= 1``; the estimated risk is
 quadratic in ``w`` (:func:`combine`), so the best weights are exact, and ``w = 0`` (the input) is always a
-candidate: the result is never estimated to be worse than the input. A final correction per level of
-the output (:func:`level_correction`) removes the mean of ``y - f`` among pixels of similar output, the
-estimator's systematic bias (weak features lost, background removed), which only lowers the risk.
+candidate: the result is never estimated to be worse than the input. The input and the low-rank
+projection conserve every pattern's counts on average, so a blend dominated by them keeps the weak
+features a network alone would lose.
 """
 
 from __future__ import annotations
@@ -117,6 +117,9 @@ class Decision:
         choice = ("the input (no candidate estimated to help)" if not used else
                   " + ".join(f"{w:g} x {k}" for k, w in used.items()) +
                   (f" + {1 - sum(used.values()):.3g} x input" if sum(used.values()) < 1 - 1e-9 else ""))
+        if self.reduction > 1:  # a negative risk: the estimate has failed on these data
+            return ("estimated MSE reduction not measurable (the risk estimate came out below zero: too few "
+                    f"patterns or counts); result = {choice}")
         return (f"estimated MSE reduction {100 * self.reduction:.1f} +- {100 * self.reduction_err:.1f} % "
                 f"(from the noisy data alone); result = {choice}")
 
@@ -169,39 +172,3 @@ def combine(names: list[str], terms: list[RiskTerms], noise: torch.Tensor) -> De
     alone = {n: reduction(risk(t).numpy(), input_p)[0] for n, t in zip(names, terms, strict=True)}
     return Decision({n: float(w) for n, w in zip(names, best, strict=True)}, risk_p, input_p, red, err, alone)
 
-
-def level_edges(f: torch.Tensor, bins: int = 24) -> np.ndarray:
-    """Edges (electrons) of the output levels for :func:`level_correction`: 0, then log-spaced from a
-    hundredth of an electron up to the largest output."""
-    top = max(float(f.max()), 0.02)
-    return np.concatenate([[-np.inf, 0.0], np.geomspace(0.01, top, bins - 1)[:-1], [np.inf]])
-
-
-def level_correction(f: torch.Tensor, y: torch.Tensor, read_noise: float, edges: np.ndarray
-                     ) -> tuple[np.ndarray, float]:
-    """Additive correction per output level: ``c_b = mean(y - f)`` over the pixels whose output ``f`` is
-    in level ``b`` (electrons). Adding it lowers the estimated risk by ``sum_b n_b c_b^2`` and raises it by
-    its own divergence ``2 sum_b mean_b(v)``; returns the corrections and the net change of the summed
-    risk (negative: it helps)."""
-    idx = torch.bucketize(f.double().flatten(), torch.from_numpy(edges[1:-1])).numpy()
-    nb = len(edges) - 1
-    count = np.bincount(idx, minlength=nb)
-    diff = np.bincount(idx, (y.double() - f.double()).flatten().numpy(), nb)
-    var = np.bincount(idx, noise_variance(y.double(), read_noise).flatten().numpy(), nb)
-    c = np.where(count > 0, diff / np.maximum(count, 1), 0.0)
-    change = float(np.sum(-count * c**2 + 2 * np.where(count > 0, var / np.maximum(count, 1), 0.0)))
-    return c, change
-
-
-def apply_level_correction(f: torch.Tensor, edges: np.ndarray, correction: np.ndarray) -> torch.Tensor:
-    """``f`` plus its level's correction (see :func:`level_correction`)."""
-    idx = torch.bucketize(f.double(), torch.from_numpy(edges[1:-1]).to(f.device))
-    return (f.double() + torch.from_numpy(correction).to(f.device)[idx]).to(f.dtype)
-
-
-def level_divergence(f: torch.Tensor, y: torch.Tensor, read_noise: float, edges: np.ndarray) -> torch.Tensor:
-    """Per pattern, the divergence the level correction adds: ``sum_k v_k / n_b(k)`` (each correction is a
-    mean over its level's ``n_b`` pixels)."""
-    idx = torch.bucketize(f.double(), torch.from_numpy(edges[1:-1]))
-    count = torch.bincount(idx.flatten(), minlength=len(edges) - 1).double()
-    return (noise_variance(y.double(), read_noise) / count[idx]).flatten(1).sum(1)

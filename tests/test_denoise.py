@@ -68,17 +68,6 @@ def test_combination_never_estimated_worse_than_input(clean):
     assert decision.reduction >= 0 and decision.candidate_reduction["bad"] < -1
 
 
-def test_level_correction_removes_a_systematic_loss(clean):
-    y = _noisy(clean, 0).double()
-    f = 0.7 * _smooth(y)  # loses 30 % of every feature
-    edges = sc.level_edges(f)
-    corr, change = sc.level_correction(f, y, 0.0, edges)
-    fixed = sc.apply_level_correction(f, edges, corr)
-    assert change < 0
-    loss = (fixed.sum() - y.sum()).abs().item()
-    assert loss < 3 * np.sqrt(y.sum().item())  # total conserved within its Poisson error (a few sigma)
-
-
 def test_prenet_denoise_records_the_self_check(cube, untrained):
     out = cube.prenet_denoise(model=untrained["denoise"], device="cpu", batch_size=5, progress=False)
     meta = out.metadata["prenet_denoise"]
