@@ -144,16 +144,43 @@ def _sample_rows(data: Any, patterns: int, neighbours: bool) -> list[np.ndarray]
     return [b for r in rows for _, b in iter_batches(data, ry, False, rows=(r, r + 1), neighbours=neighbours)]
 
 
+def _pruned(names: list[str], terms: list[RiskTerms], prune: float) -> Decision:
+    """:func:`selfcheck.combine`, then networks dropped one at a time (the least useful first) while the
+    estimated risk rises by less than ``prune`` of the input's."""
+    noise = terms[0].noise
+    best = combine(names, terms, noise)
+    keep = list(range(len(names)))
+    while True:
+        nets = [i for i in keep if names[i] != LOWRANK and best.weights[names[i]] > 0]
+        trials = []
+        for i in nets:
+            sub = [j for j in keep if j != i]
+            d = combine([names[j] for j in sub], [terms[j] for j in sub], noise)
+            trials.append((d.risk.sum(), i, d))
+        if not trials:
+            break
+        r, i, d = min(trials, key=lambda t: t[0])
+        if r - best.risk.sum() > prune * best.input_risk.sum():
+            break
+        keep.remove(i)
+        best = d
+    weights = {n: best.weights.get(n, 0.0) for n in names}
+    alone = combine(names, terms, noise).candidate_reduction
+    return Decision(weights, best.risk, best.input_risk, best.reduction, best.reduction_err, alone)
+
+
 def plan_denoise(data: Any, *, model: str = "default", variants: tuple[str, ...] | None = None,
                  noise: NoiseModel | None = None, device: str = "auto", batch_size: int = 64,
-                 patterns: int = 256, draws: int = 1, seed: int = 0) -> DenoisePlan:
+                 patterns: int = 256, draws: int = 1, seed: int = 0, prune: float = 0.01) -> DenoisePlan:
     """The self-check on ``data (Rx, Ry, Qx, Qy)``: estimate the noise model (unless given), run every
     candidate on about ``patterns`` patterns (whole batches, spread over the scan), estimate each one's
     error with the PG-URE (``draws`` Monte-Carlo draws of the divergence) and decide the weights of the
     blend (see :mod:`selfcheck`).
 
     ``variants``: the candidates, denoise model names and/or ``"low-rank"``; default ``model``, the
-    neighbour network (when ``model`` is ``"default"``) and the low-rank reconstruction.
+    neighbour network (when ``model`` is ``"default"``) and the low-rank reconstruction. ``prune``: a
+    network whose part in the blend lowers the estimated error by less than this fraction of the input's
+    is left out (each network in the blend costs a full pass; the low-rank projection is nearly free).
     """
     noise = estimate_noise(data) if noise is None else noise
     if variants is None:
@@ -194,7 +221,7 @@ def plan_denoise(data: Any, *, model: str = "default", variants: tuple[str, ...]
         basis = vt[:rank].float()
         terms.append(lr_terms[rank])
         nets = [*nets, LOWRANK]
-    decision = combine(nets, terms, terms[0].noise)
+    decision = _pruned(nets, terms, prune)
     w = decision.weights
     f = y + sum(w[n] * t.resid for n, t in zip(nets, terms, strict=True))
     plan = DenoisePlan(noise, w, basis, decision, len(y), model)

@@ -119,8 +119,9 @@ def _binned_variance(key, scan, m_scan, det, m_det, bins: int, min_pixels: int):
 
 def _fit_line(m: np.ndarray, v: np.ndarray, err: np.ndarray, agree: np.ndarray, slope: float | None = None):
     """Weighted straight line ``v = a m + b`` through the binned variances (sorted by mean): fitted on
-    the darker half of the pixels, then extended bin by bin towards brighter ones while the next bin's
-    scan and detector residuals agree and it agrees with the line, each within 3 standard errors + 2 %
+    the darkest bins whose two residuals agree (at most half of them, at least 3), then extended bin by
+    bin towards brighter ones while the next bin's scan and detector residuals agree and it agrees with
+    the line, each within 3 standard errors + 2 %
     (structure only ever adds variance, differently to the two residuals, and more of it the brighter
     the pixel); ``slope`` fixes ``a``. Returns ``a, b`` and their covariance."""
     def fit(k):
@@ -134,7 +135,8 @@ def _fit_line(m: np.ndarray, v: np.ndarray, err: np.ndarray, agree: np.ndarray, 
         chi2 = float(np.sum(w * (v[:k] - (a * m[:k] + b)) ** 2) / max(k - 2, 1))
         return float(a), float(b), cov * max(chi2, 1.0)
 
-    k = max(3, len(m) // 2)
+    run = int(np.argmin(agree)) if not agree.all() else len(m)  # the darkest bins free of structure
+    k = min(len(m), max(3, min(run, len(m) // 2)))
     a, b, cov = fit(k)
     while k < len(m) and agree[k]:
         pred = a * m[k] + b
