@@ -138,6 +138,9 @@ def combine(names: list[str], terms: list[RiskTerms], noise: torch.Tensor) -> De
     """The weights minimising the estimated risk of ``sum w_i f_i + (1 - sum w_i) y`` over ``w_i >= 0``,
     ``sum w_i <= 1`` (exact: every face of the constraint set is solved in closed form)."""
     k = len(terms)
+    if k == 0:  # no candidate: the input
+        red, err = reduction(noise.numpy(), noise.numpy())
+        return Decision({}, noise.numpy(), noise.numpy(), red, err, {})
     flat = [t.resid.flatten(1) for t in terms]
     gram_p = torch.stack([torch.stack([(a * b).sum(1) for b in flat], -1) for a in flat], -2)  # (n, k, k)
     lin_p = torch.stack([t.div - noise for t in terms], -1)  # (n, k)

@@ -76,3 +76,9 @@ def test_prenet_denoise_records_the_self_check(cube, untrained):
     # counts conserved: the totals agree within the Poisson error of each pattern
     tin, tout = cube.data.sum(axis=(2, 3)).astype(float), out.data.sum(axis=(2, 3))
     assert np.all(np.abs(tout - tin) < 3 * np.sqrt(tin))
+
+
+def test_no_candidate_means_the_input(clean):
+    y = _noisy(clean, 0).double()
+    decision = sc.combine([], [], sc.identity_terms(y, 0.0).noise)
+    assert decision.weights == {} and decision.reduction == 0
