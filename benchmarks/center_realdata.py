@@ -36,7 +36,7 @@ def main() -> None:
         r = np.asarray(ref[name]["centre"]["reference"])
         rs = np.asarray(ref[name]["centre"]["sigma"])
         cube = py4DSTEM.DataCube(data=data)
-        node = cube.prenet_center(model=args.model, align=False, progress=False)
+        node = cube.prenet_measure_origin(model=args.model, progress=False)
         qx, qy, _, sig, flag, method = node.data
         print(f"{name} {data.shape} {data.dtype}: methods {node.metadata['prenet_center']['method_counts']}")
         print(f"  {'pos':>6} {'qx0':>8} {'qy0':>8} {'sigma':>6} {'flag':>4} {'ref qx':>8} {'ref qy':>8} "

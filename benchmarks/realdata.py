@@ -49,12 +49,12 @@ def polar(pattern: np.ndarray, center: tuple[float, float], n_theta: int = 180) 
 def figure(name: str, data: np.ndarray, out: Path) -> str:
     cube = py4DSTEM.DataCube(data=data.astype(np.float32))
     den = cube.prenet_denoise(progress=False)
-    node = cube.prenet_center(align=False, progress=False)  # measured on the recorded patterns, as trained
+    node = cube.prenet_measure_origin(progress=False)  # measured on the recorded patterns, as trained
     den.calibration.set_origin(cube.calibration.get_origin())
     ours = node.data
     flat = data.reshape(-1, *data.shape[2:]).astype(np.float32)
     others = {k: f(flat) for k, f in classical.CENTER_METHODS.items()}
-    fig_ell = den.prenet_ellipse(correct=True, progress=False)
+    fig_ell = den.prenet_ellipse(progress=False)
     ell = den.tree("prenet_ellipse")
     md = ell.metadata["prenet_ellipse"]
     fig, ax = plt.subplots(2, 3, figsize=(15, 9))

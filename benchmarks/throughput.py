@@ -54,7 +54,7 @@ def main() -> None:
         data = synthetic_cube(tuple(args.scan), q)
         n, flat = data.shape[0] * data.shape[1], data.reshape(-1, q, q)
         cube = py4DSTEM.DataCube(data=data)
-        cube.prenet_center(align=False, **kw)  # warm-up: weights loaded, kernels chosen
+        cube.prenet_measure_origin(**kw)  # warm-up: weights loaded, kernels chosen
         stages = {
             "denoise": (cube.prenet_denoise, kw),
             "centre (measure)": (cube.prenet_center, {**kw, "align": False}),

@@ -16,9 +16,11 @@ import torch
 
 from . import geometry, nodes
 from .center import measure_origins
+from .denoise import plan_denoise
 from .ellipse import EllipseFit, mean_centered_pattern, measure_ellipse
+from .noise_estimate import NoiseModel
 from .pipeline import ChainResult, fit_origins, run_chain, transform
-from .survey import preflight
+from .survey import cleaned, preflight
 from .validation import InputError, check_origins
 from .weights import LoadedModel
 
@@ -60,21 +62,33 @@ def _copy_node(node):
     return make(*node.data, meta.copy(name=meta.name))
 
 
-def prenet_denoise(self: py4DSTEM.DataCube, model: str = "default", device: str = "auto",
-                   batch_size: int = 64, progress: bool = True, client: Any = None) -> py4DSTEM.DataCube:
-    """Denoise every diffraction pattern (U-Net + CBAM); returns a new DataCube.
+def prenet_denoise(self: py4DSTEM.DataCube, *, model: str = "default", variants: tuple[str, ...] | None = None,
+                   noise: NoiseModel | None = None, device: str = "auto", batch_size: int = 64,
+                   progress: bool = True, client: Any = None) -> py4DSTEM.DataCube:
+    """Denoise every diffraction pattern; returns a new DataCube.
 
-    Counts in, counts out: the result has the input's shape and intensity scale (float32 counts, never
-    negative). The input is not modified. The result carries metadata ``prenet_denoise`` (model,
-    weights checksum, package version) and the input's pixel sizes. ``client``: a
-    ``dask.distributed.Client`` to spread the work over a cluster (same result).
+    The detector's noise model (gain, read noise, offset) is estimated from the cube
+    (:func:`noise_estimate.estimate_noise`; give ``noise`` to set it) and the denoising is done in
+    electrons. A self-check (:func:`denoise.plan_denoise`) estimates, from the noisy data alone, the error
+    of each candidate (``variants``: default the U-Net + CBAM ``model``, the scan-neighbour network and a
+    low-rank reconstruction over the scan) and uses the blend of them and the input with the lowest
+    estimated error (the input itself when nothing helps), bias-corrected per output level.
+
+    The result has the input's shape and units (float32; never negative for a counting detector; with
+    read noise, like the input, it may hold small negative values). The input is not modified. The
+    result carries metadata ``prenet_denoise`` (model, weights checksum, package version, noise model,
+    the self-check's choice and its estimated MSE reduction with its uncertainty) and the input's pixel
+    sizes. ``client``: a ``dask.distributed.Client`` to spread the work over a cluster (same result).
     """
-    preflight(self.data, batch_size=batch_size, device=device, models={"denoise": model}, progress=progress,
-              client=client)
-    data, loaded = transform(self.data, denoise_model=model, device=device, batch_size=batch_size,
-                             progress=progress, client=client)
+    survey = preflight(self.data, batch_size=batch_size, device=device, models={"denoise": model},
+                       progress=progress, client=client)
+    source = cleaned(self.data, survey)
+    plan = plan_denoise(source, model=model, variants=variants, noise=noise, device=device, batch_size=batch_size)
+    data, plan = transform(source, denoise_model=plan, device=device, batch_size=batch_size,
+                           progress=progress, client=client)
     cube = _new_cube(self, data, f"{self.name}_denoised")
-    cube.metadata = nodes.provenance("denoise", loaded, units="counts")
+    cube.metadata = nodes.provenance("denoise", plan.loaded, **plan.metadata())
+    cube.metadata = survey.metadata()
     return cube
 
 
@@ -92,35 +106,46 @@ def _write_origins(cube: py4DSTEM.DataCube, origins, qx0, qy0, loaded: LoadedMod
     return node
 
 
-def prenet_center(self: py4DSTEM.DataCube, model: str = "default", device: str = "auto",
-                  batch_size: int = 64, progress: bool = True, align: bool = True,
-                  fit: str | None = None, robust: bool = False, client: Any = None):
-    """Measure the optical axis ``(qx0, qy0)`` of every pattern and (by default) align the patterns.
+def prenet_measure_origin(self: py4DSTEM.DataCube, *, model: str = "default", fit: str | None = None,
+                          robust: bool = False, device: str = "auto", batch_size: int = 64, progress: bool = True,
+                          client: Any = None) -> py4DSTEM.RealSlice:
+    """Measure the optical axis ``(qx0, qy0)`` of every pattern (pixels, py4DSTEM axes; the detector
+    centre is ``(Qx/2, Qy/2)``); returns the ``prenet_origin`` node (RealSlice: qx0, qy0, confidence,
+    sigma, flag, method; see :mod:`nodes`), also attached under this cube.
 
-    Writes to this cube's calibration: ``set_origin_meas`` gets the raw per-pattern measurement;
+    Hot and dead pixels and a pedestal found by the survey pre-pass (:mod:`survey`) are repaired first.
+    Writes to this cube's calibration: ``set_origin_meas`` gets the per-pattern measurement;
     ``set_origin`` gets the same values, or with ``fit`` ("plane", "parabola", "bezier_two", "constant";
     py4DSTEM's ``fit_origin``, ``robust`` for outlier rejection) a smooth fit across the scan, which
-    removes per-pattern noise but also real jitter. Alignment uses ``origin`` (so the fit when given).
-    Positions are pixels, py4DSTEM axes; the detector centre is ``(Qx/2, Qy/2)``.
+    removes per-pattern noise but also real jitter. The node's metadata says how each position was
+    measured and with which settings. ``client``: a ``dask.distributed.Client`` (same result).
+    """
+    return _measure_origin(self, model, fit, robust, device, batch_size, progress, client)[0]
 
-    Attaches a ``prenet_origin`` RealSlice (qx0, qy0, confidence, sigma, flag, method; see
-    :mod:`nodes`) under this cube; its metadata says how each position was measured and with which
-    settings.
 
-    Returns the aligned DataCube (every optical axis moved to the detector centre by a bicubic
-    sub-pixel translation, counts conserved; its calibration says the origin is the centre and it
-    carries its own ``prenet_origin`` copy), or with ``align=False`` the ``prenet_origin`` node.
+def _measure_origin(cube, model, fit, robust, device, batch_size, progress, client):
+    """The measurement of :func:`prenet_measure_origin`; also returns the aligned origins and the survey."""
+    survey = preflight(cube.data, batch_size=batch_size, device=device, fit=fit, robust=robust,
+                       models={"center": model}, progress=progress, client=client)
+    origins, loaded, _ = measure_origins(cleaned(cube.data, survey), model, device, batch_size, progress,
+                                         client=client, mask=~survey.mask)
+    qx0, qy0 = fit_origins(origins, fit, robust)
+    return _write_origins(cube, origins, qx0, qy0, loaded, fit, robust), qx0, qy0, survey
+
+
+def prenet_center(self: py4DSTEM.DataCube, *, model: str = "default", fit: str | None = None,
+                  robust: bool = False, device: str = "auto", batch_size: int = 64, progress: bool = True,
+                  client: Any = None) -> py4DSTEM.DataCube:
+    """Measure the optical axis of every pattern (exactly as :func:`prenet_measure_origin`, which writes
+    this cube's calibration and ``prenet_origin`` node) and return the aligned DataCube: every optical
+    axis moved to the detector centre by a bicubic sub-pixel translation (at ``origin``, so the fit when
+    ``fit`` is given), counts conserved, hot/dead pixels repaired and the pedestal removed; its
+    calibration says the origin is the centre and it carries its own ``prenet_origin`` copy.
     ``client``: a ``dask.distributed.Client`` to spread the work over a cluster (same result).
     """
-    preflight(self.data, batch_size=batch_size, device=device, fit=fit, robust=robust, models={"center": model},
-              progress=progress, client=client)
-    origins, loaded, _ = measure_origins(self.data, model, device, batch_size, progress, client=client)
-    qx0, qy0 = fit_origins(origins, fit, robust)
-    node = _write_origins(self, origins, qx0, qy0, loaded, fit, robust)
-    if not align:
-        return node
-    data, _ = transform(self.data, qx0=qx0, qy0=qy0, device=device, batch_size=batch_size, progress=progress,
-                        client=client)
+    node, qx0, qy0, survey = _measure_origin(self, model, fit, robust, device, batch_size, progress, client)
+    data, _ = transform(cleaned(self.data, survey), qx0=qx0, qy0=qy0, device=device, batch_size=batch_size,
+                        progress=progress, client=client)
     cube = _new_cube(self, data, f"{self.name}_centered")
     _mark_centred(cube)
     cube.tree(_copy_node(node), force=True)
@@ -162,37 +187,48 @@ def _write_ellipse(cube: py4DSTEM.DataCube, mean: np.ndarray, fit: EllipseFit, l
     return node
 
 
-def prenet_ellipse(self: py4DSTEM.DataCube, model: str = "default", device: str = "auto",
-                   batch_size: int = 64, progress: bool = True, correct: bool = True, client: Any = None):
-    """Measure the elliptical distortion from the mean centred pattern and (by default) correct it.
+def prenet_measure_ellipse(self: py4DSTEM.DataCube, *, model: str = "default", device: str = "auto",
+                           batch_size: int = 64, progress: bool = True, client: Any = None) -> EllipseFit:
+    """Measure the elliptical distortion from the mean centred pattern; returns the
+    :class:`~py4dstem_prenet.ellipse.EllipseFit` (a/b, theta, their errors, the ring centre, or "not
+    measurable" with the reason).
 
-    Needs an origin in the calibration (run :meth:`prenet_center` first, or call this on the cube it
-    returned). The ellipse is a fit to the rings of the mean (:func:`ellipse.measure_ellipse`), with its
-    errors and the ring centre. Writes py4DSTEM's ``(a, b, theta)`` with ``set_ellipse``: ``a/b`` the
-    measured axis ratio, ``b = 1`` (only the ratio and angle define the distortion), ``theta`` the a-axis
-    angle in radians from qx towards qy, applied about the direct-beam origin (py4DSTEM's
+    Needs an origin in the calibration (run :meth:`prenet_measure_origin` or :meth:`prenet_center` first,
+    or call this on the cube the latter returned). The ellipse is a fit to the rings of the mean
+    (:func:`ellipse.measure_ellipse`). Writes py4DSTEM's ``(a, b, theta)`` with ``set_ellipse``: ``a/b``
+    the measured axis ratio, ``b = 1`` (only the ratio and angle define the distortion), ``theta`` the
+    a-axis angle in radians from qx towards qy, applied about the direct-beam origin (py4DSTEM's
     ``BraggVectors.calibrate()`` and polar transforms then apply exactly this package's correction);
-    where the ellipse is not measurable, ``(1, 1, 0)`` and a warning (no correction).
-
-    Attaches a ``prenet_ellipse`` node (mean pattern before/after) under this cube. Returns the corrected
-    DataCube (optical axis at the detector centre, circular rings, counts conserved), or with
-    ``correct=False`` the measured :class:`~py4dstem_prenet.ellipse.EllipseFit`.
-    ``client``: a ``dask.distributed.Client`` to spread the work over a cluster (same result).
+    where the ellipse is not measurable, ``(1, 1, 0)`` and a warning (no correction). Attaches a
+    ``prenet_ellipse`` node (mean pattern before/after, the fit in its metadata) under this cube.
     """
-    qx0, qy0 = _origins_from_calibration(self)
+    return _measure_ellipse(self, model, device, batch_size, progress, client)[0]
+
+
+def _measure_ellipse(cube, model, device, batch_size, progress, client):
+    """The measurement of :func:`prenet_measure_ellipse`; also returns the node, the origins and the survey."""
+    qx0, qy0 = _origins_from_calibration(cube)
     check_origins(qx0, qy0)
-    preflight(self.data, batch_size=batch_size, device=device, models={"ellipse": model}, progress=progress,
-              client=client)
-    cx, cy = geometry.detector_center(self.data.shape)
+    survey = preflight(cube.data, batch_size=batch_size, device=device, models={"ellipse": model},
+                       progress=progress, client=client)
+    cx, cy = geometry.detector_center(cube.data.shape)
     centred = bool(np.all(qx0 == cx) and np.all(qy0 == cy))
-    mean = mean_centered_pattern(self.data, None if centred else qx0, None if centred else qy0, device,
-                                 batch_size, progress, client)
-    fit, loaded = measure_ellipse(mean, model, device)
-    node = _write_ellipse(self, mean, fit, loaded)
-    if not correct:
-        return fit
-    data, _ = transform(self.data, qx0=qx0, qy0=qy0, ratio=fit.ratio, theta=fit.theta, device=device,
-                        batch_size=batch_size, progress=progress, client=client)
+    mean = mean_centered_pattern(cleaned(cube.data, survey), None if centred else qx0, None if centred else qy0,
+                                 device, batch_size, progress, client)
+    fit, loaded = measure_ellipse(mean, model, device, mask=~survey.mask)
+    return fit, _write_ellipse(cube, mean, fit, loaded), qx0, qy0, survey
+
+
+def prenet_ellipse(self: py4DSTEM.DataCube, *, model: str = "default", device: str = "auto",
+                   batch_size: int = 64, progress: bool = True, client: Any = None) -> py4DSTEM.DataCube:
+    """Measure the elliptical distortion (exactly as :func:`prenet_measure_ellipse`, which writes this
+    cube's calibration and ``prenet_ellipse`` node) and return the corrected DataCube: optical axis at the
+    detector centre, circular rings (no ellipse correction where it was not measurable), counts
+    conserved. ``client``: a ``dask.distributed.Client`` to spread the work over a cluster (same result).
+    """
+    fit, node, qx0, qy0, survey = _measure_ellipse(self, model, device, batch_size, progress, client)
+    data, _ = transform(cleaned(self.data, survey), qx0=qx0, qy0=qy0, ratio=fit.ratio, theta=fit.theta,
+                        device=device, batch_size=batch_size, progress=progress, client=client)
     cube = _new_cube(self, data, f"{self.name}_corrected")
     _mark_centred(cube)
     cube.tree(_copy_node(node), force=True)
@@ -212,17 +248,17 @@ def chain_result_cube(source: py4DSTEM.DataCube, data: Any, result: ChainResult,
     _mark_centred(cube)
     cube.tree(_copy_node(origin), force=True)
     cube.tree(_copy_node(ellipse), force=True)
-    if "denoise" in result.models:
-        cube.metadata = nodes.provenance("denoise", result.models["denoise"], units="counts")
+    if result.denoise is not None:
+        cube.metadata = nodes.provenance("denoise", result.denoise.loaded, **result.denoise.metadata())
     if result.survey is not None:
         cube.metadata = result.survey.metadata()
     return cube
 
 
-def prenet_preprocess(self: py4DSTEM.DataCube, denoise_model: str = "default", center_model: str = "default",
-                      ellipse_model: str = "default", device: str = "auto", batch_size: int = 64,
-                      progress: bool = True, denoise_first: bool = True, fit: str | None = None,
-                      robust: bool = False, client: Any = None) -> py4DSTEM.DataCube:
+def prenet_preprocess(self: py4DSTEM.DataCube, *, denoise_model: str = "default", center_model: str = "default",
+                      ellipse_model: str = "default", denoise_first: bool = True, fit: str | None = None,
+                      robust: bool = False, device: str = "auto", batch_size: int = 64, progress: bool = True,
+                      client: Any = None) -> py4DSTEM.DataCube:
     """The whole chain (:func:`pipeline.run_chain`): measure centres and the mean centred pattern in one
     pass, the ellipse on that mean, then denoise and correct (shift + ellipse, one resampling) in a
     second pass.
@@ -236,12 +272,14 @@ def prenet_preprocess(self: py4DSTEM.DataCube, denoise_model: str = "default", c
     DataCube (float32 counts) carrying copies of both nodes and the denoise metadata. ``client``: a
     ``dask.distributed.Client`` to spread the work over a cluster (same result).
     """
-    data, result = run_chain(self.data, None, denoise_model if denoise_first else None, center_model,
-                             ellipse_model, device, batch_size, progress, fit, robust, client)
+    data, result = run_chain(self.data, denoise_model=denoise_model if denoise_first else None,
+                             center_model=center_model, ellipse_model=ellipse_model, fit=fit, robust=robust,
+                             device=device, batch_size=batch_size, progress=progress, client=client)
     return chain_result_cube(self, data, result, fit, robust)
 
 
 def register() -> None:
     """Attach the ``prenet_*`` methods to :class:`py4DSTEM.DataCube`."""
-    for fn in (prenet_denoise, prenet_center, prenet_ellipse, prenet_preprocess):
+    for fn in (prenet_denoise, prenet_measure_origin, prenet_center, prenet_measure_ellipse, prenet_ellipse,
+               prenet_preprocess):
         setattr(py4DSTEM.DataCube, fn.__name__, fn)

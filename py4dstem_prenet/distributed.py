@@ -28,10 +28,12 @@ CHUNK_PATTERNS = 1024
 
 @dataclass(frozen=True)
 class HDF5Rows:
-    """Where a worker reads its chunk: an HDF5 dataset by file path and dataset name."""
+    """Where a worker reads its chunk: an HDF5 dataset by file path and dataset name, read through the
+    survey's cleaning (:class:`survey.CleanedCube`) when ``survey`` is given."""
 
     path: str
     dataset: str
+    survey: Any = None
 
 
 class _RowWindow:
@@ -64,7 +66,12 @@ def _run_chunk(fn: Callable[[int, np.ndarray], Any], payload: HDF5Rows | tuple[i
     kw = {"rows": rows, "neighbours": neighbours}
     if isinstance(payload, HDF5Rows):
         with h5py.File(payload.path, "r") as f:
-            return [(s, fn(s, b)) for s, b in iter_batches(f[payload.dataset], batch_size, False, **kw)]
+            source = f[payload.dataset]
+            if payload.survey is not None:
+                from .survey import CleanedCube
+
+                source = CleanedCube(source, payload.survey)
+            return [(s, fn(s, b)) for s, b in iter_batches(source, batch_size, False, **kw)]
     window = _RowWindow(payload[1], payload[0], shape, np.dtype(dtype))
     return [(s, fn(s, b)) for s, b in iter_batches(window, batch_size, False, **kw)]
 
@@ -73,6 +80,8 @@ def _payload(data: Any, rows: tuple[int, int], halo: int) -> HDF5Rows | tuple[in
     """What a worker needs to read ``rows`` (plus ``halo`` rows each side): the file, or the rows."""
     if isinstance(data, h5py.Dataset):
         return HDF5Rows(str(data.file.filename), str(data.name))
+    if isinstance(getattr(data, "data", None), h5py.Dataset) and hasattr(data, "survey"):  # a CleanedCube
+        return HDF5Rows(str(data.data.file.filename), str(data.data.name), data.survey)
     lo = max(0, rows[0] - halo)
     return lo, np.asarray(data[lo:rows[1] + halo])
 

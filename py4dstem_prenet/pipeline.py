@@ -23,24 +23,24 @@ from py4DSTEM.process.calibration.origin import fit_origin
 
 from . import engine, geometry
 from .center import Origins, measure_origins
-from .denoise import denoise_block
+from .denoise import DenoisePlan, apply_plan, plan_denoise
 from .ellipse import EllipseFit, measure_ellipse
 from .engine import Output, Step
 from .options import Options
 from .runner import resolve_device, to_device
-from .survey import Survey, preflight
+from .survey import Survey, cleaned, preflight
 from .validation import FITS, check_fit, check_origins  # noqa: F401  (FITS, check_fit: used from here)
-from .weights import LoadedModel, load_model
+from .weights import LoadedModel
 
 
 @dataclass
 class TransformStep(Step):
-    """The transform pass (:mod:`engine` step): each batch denoised (if ``denoise_model`` is given; the
-    block then holds each pattern's scan neighbours too when the model uses them), then resampled once
-    (if origins are given, flat over the scan, pixels) so that each optical axis moves to the detector
-    centre and rings become circular. Output ``data``: float32 counts per pattern."""
+    """The transform pass (:mod:`engine` step): each batch denoised as the self-check's ``plan`` says (if
+    given; the block then holds each pattern's scan neighbours too when the plan uses them), then
+    resampled once (if origins are given, flat over the scan, pixels) so that each optical axis moves to
+    the detector centre and rings become circular. Output ``data``: float32, the input's units."""
 
-    denoise_model: str | None
+    plan: DenoisePlan | None
     qx0: np.ndarray | None
     qy0: np.ndarray | None
     ratio: float
@@ -55,8 +55,8 @@ class TransformStep(Step):
     def process(self, start: int, block: np.ndarray) -> dict[str, np.ndarray]:
         dev = resolve_device(self.device)
         x = to_device(block, dev)
-        if self.denoise_model is not None:
-            x = denoise_block(load_model("denoise", self.denoise_model, device=dev), x)
+        if self.plan is not None:
+            x = apply_plan(self.plan, x)
         if self.qx0 is not None:
             sl = slice(start, start + len(block))
             f = geometry.distortion_matrix(tuple(block.shape[-2:]), self.qx0[sl], self.qy0[sl], self.ratio, self.theta)
@@ -65,31 +65,35 @@ class TransformStep(Step):
 
 
 def transform(
-    data: Any, out: Any = None, denoise_model: str | None = None, qx0: np.ndarray | None = None,
+    data: Any, out: Any = None, denoise_model: str | DenoisePlan | None = None, qx0: np.ndarray | None = None,
     qy0: np.ndarray | None = None, ratio: float = 1.0, theta: float = 0.0, device: str = "auto",
     batch_size: int = 64, progress: bool = True, client: Any = None,
-) -> tuple[Any, LoadedModel | None]:
+) -> tuple[Any, DenoisePlan | None]:
     """Denoise and/or align every pattern of ``data (Rx, Ry, Qx, Qy)`` into ``out`` (float32 counts).
 
-    ``denoise_model``: a denoise model name/path, or ``None`` to skip denoising. ``qx0, qy0``
+    ``denoise_model``: a denoise model name/path (the self-check, :func:`denoise.plan_denoise`, first
+    decides on a sample of the batches how to denoise), a ready :class:`denoise.DenoisePlan`, or ``None``
+    to skip denoising; the denoised values are in the input's units. ``qx0, qy0``
     ``(Rx, Ry)`` pixels: move each optical axis to the detector centre and, with ``ratio = a/b > 1``
     at angle ``theta`` (radians), make rings circular, in one bicubic resampling without ringing that
     conserves counts (:func:`geometry.warp` with ``clamp``: non-negative input stays non-negative, each
     pattern's total is that of the exact resampling). ``out`` defaults to a new NumPy array; an
     ``h5py.Dataset`` streams to disk.
     ``client``: a ``dask.distributed.Client`` to spread the batches over. Returns ``out`` and the
-    loaded denoise model (``None`` without denoising).
+    denoise plan (``None`` without denoising).
     """
     if qx0 is not None:
         check_origins(qx0, qy0)
+    plan = denoise_model
+    if isinstance(denoise_model, str):
+        plan = plan_denoise(data, model=denoise_model, device=device, batch_size=batch_size)
     flat = [None if q is None else np.ravel(q).astype(np.float64) for q in (qx0, qy0)]
-    loaded = None if denoise_model is None else load_model("denoise", denoise_model)
-    neighbours = bool(loaded is not None and loaded.entry.input.get("neighbours", 0))
-    desc = "denoise" if qx0 is None else "align" if denoise_model is None else "denoise + align"
-    step = TransformStep(denoise_model, flat[0], flat[1], float(ratio), float(theta), str(device), neighbours, desc)
+    neighbours = bool(plan is not None and plan.needs_neighbours)
+    desc = "denoise" if qx0 is None else "align" if plan is None else "denoise + align"
+    step = TransformStep(plan, flat[0], flat[1], float(ratio), float(theta), str(device), neighbours, desc)
     opts = Options(device=str(device), batch_size=batch_size, progress=progress, client=client)
     into = {} if out is None else {"data": out}
-    return engine.run(step, data, opts, into=into)["data"], loaded
+    return engine.run(step, data, opts, into=into)["data"], plan
 
 
 def fit_origins(origins: Origins, fit: str | None, robust: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +112,7 @@ class ChainResult:
     ``qx0, qy0``: the origins the patterns were aligned with (the measurement or its fit);
     ``ellipse``: the distortion; ``mean``: the mean centred pattern it was measured on (counts per
     pattern); ``models``: the loaded models by task (provenance); ``survey``: the pre-pass over the
-    input (:mod:`survey`: hot/dead pixels, pedestal)."""
+    input (:mod:`survey`: hot/dead pixels, pedestal); ``denoise``: the self-check's plan."""
 
     origins: Origins
     qx0: np.ndarray
@@ -117,31 +121,34 @@ class ChainResult:
     mean: np.ndarray
     models: dict[str, LoadedModel]
     survey: Survey | None = None
+    denoise: DenoisePlan | None = None
 
 
 def run_chain(
-    data: Any, out: Any = None, denoise_model: str | None = "default", center_model: str = "default",
-    ellipse_model: str = "default", device: str = "auto", batch_size: int = 64, progress: bool = True,
-    fit: str | None = None, robust: bool = False, client: Any = None,
+    data: Any, *, out: Any = None, denoise_model: str | None = "default", center_model: str = "default",
+    ellipse_model: str = "default", fit: str | None = None, robust: bool = False, device: str = "auto",
+    batch_size: int = 64, progress: bool = True, client: Any = None,
 ) -> tuple[Any, ChainResult]:
     """Denoise, centre and ellipse-correct ``data (Rx, Ry, Qx, Qy)`` into ``out`` (see the module
     docstring; ``denoise_model=None`` skips denoising).
 
-    Centres are measured on the patterns as recorded (the centre network was trained on noisy
-    patterns), and the ellipse on the mean of the recorded patterns centred at the measured origins
-    (averaging removes the noise; the ellipse network was trained on such means).
+    First the survey (:func:`survey.preflight`: options and every pattern checked, hot/dead pixels and a
+    pedestal found); every stage then reads the patterns with those repaired (:func:`survey.cleaned`).
+    Centres are measured on the patterns as recorded (not denoised), and the ellipse on the mean of the
+    patterns centred at the measured origins.
     """
     stages = {"center": center_model, "ellipse": ellipse_model}
     survey = preflight(data, batch_size=batch_size, device=device, fit=fit, robust=robust, progress=progress,
                        client=client, models=stages if denoise_model is None else {**stages, "denoise": denoise_model})
-    origins, center_loaded, mean = measure_origins(data, center_model, device, batch_size, progress, mean=True,
-                                                   client=client)
+    source, good = cleaned(data, survey), ~survey.mask
+    origins, center_loaded, mean = measure_origins(source, center_model, device, batch_size, progress, mean=True,
+                                                   client=client, mask=good)
     qx0, qy0 = fit_origins(origins, fit, robust)
     check_origins(qx0, qy0)
-    ellipse, ellipse_loaded = measure_ellipse(mean, ellipse_model, device)
-    out, denoise_loaded = transform(data, out, denoise_model, qx0, qy0, ellipse.ratio, ellipse.theta, device,
-                                    batch_size, progress, client)
+    ellipse, ellipse_loaded = measure_ellipse(mean, ellipse_model, device, mask=good)
+    out, plan = transform(source, out, denoise_model, qx0, qy0, ellipse.ratio, ellipse.theta, device,
+                          batch_size, progress, client)
     models = {"center": center_loaded, "ellipse": ellipse_loaded}
-    if denoise_loaded is not None:
-        models["denoise"] = denoise_loaded
-    return out, ChainResult(origins, qx0, qy0, ellipse, mean, models, survey)
+    if plan is not None:
+        models["denoise"] = plan.loaded
+    return out, ChainResult(origins, qx0, qy0, ellipse, mean, models, survey, plan)

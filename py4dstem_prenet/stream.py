@@ -120,7 +120,7 @@ def _move_stream_into_tree(path: Path) -> None:
 
 
 def run_file(
-    input_path: str | Path, output_path: str | Path, dataset: str | None = None, overwrite: bool = False,
+    input_path: str | Path, output_path: str | Path, *, dataset: str | None = None, overwrite: bool = False,
     denoise_model: str | None = "default", center_model: str = "default", ellipse_model: str = "default",
     device: str = "auto", batch_size: int = 64, progress: bool = True, fit: str | None = None,
     robust: bool = False, client: Any = None,
@@ -144,8 +144,9 @@ def run_file(
             py4DSTEM.save(str(tmp), py4DSTEM.Array(np.zeros(1), name=_INIT), mode="o")  # an EMD header
             with h5py.File(tmp, "r+") as f:
                 streamed = f.create_dataset(_STREAM, shape=shape, dtype="float32", chunks=(1, 1, *shape[2:]))
-                _, result = run_chain(cube.data, streamed, denoise_model, center_model, ellipse_model, device,
-                                      batch_size, progress, fit, robust, client)
+                _, result = run_chain(cube.data, out=streamed, denoise_model=denoise_model, center_model=center_model,
+                                      ellipse_model=ellipse_model, fit=fit, robust=robust, device=device,
+                                      batch_size=batch_size, progress=progress, client=client)
             placeholder = np.zeros((1, 1, *shape[2:]), dtype=np.float32)
             py4DSTEM.save(str(tmp), chain_result_cube(cube, placeholder, result, fit, robust), mode="a")
             _move_stream_into_tree(tmp)

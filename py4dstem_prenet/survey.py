@@ -226,6 +226,26 @@ def clean_patterns(block: np.ndarray, survey: Survey) -> np.ndarray:
     return flat.reshape(shape)
 
 
+class CleanedCube:
+    """A cube ``(Rx, Ry, Qx, Qy)`` read through :func:`clean_patterns`: slicing scan rows
+    (``cube[r0:r1]``, all the engine asks of its data) returns float32 patterns with the survey's hot and
+    dead pixels repaired and its pedestal subtracted, so every stage sees the same clean data. The
+    wrapped cube is never modified."""
+
+    def __init__(self, data: Any, survey: Survey) -> None:
+        self.data, self.survey = data, survey
+        self.shape, self.dtype = tuple(int(s) for s in data.shape), np.dtype(np.float32)
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        return clean_patterns(np.asarray(self.data[rows]), self.survey)
+
+
+def cleaned(data: Any, survey: Survey) -> Any:
+    """``data`` as every stage should read it: a :class:`CleanedCube` when the survey found hot/dead pixels
+    or a pedestal, else ``data`` itself."""
+    return CleanedCube(data, survey) if survey.mask.any() or survey.pedestal else data
+
+
 def preflight(data: Any, *, batch_size: Any = 64, device: Any = "auto", fit: str | None = None,
               robust: bool = False, models: dict[str, Any] | None = None, progress: bool = True,
               client: Any = None) -> Survey:

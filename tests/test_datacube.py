@@ -60,7 +60,7 @@ def test_center_alignment_moves_measured_point_to_centre(cube, untrained):
 
 
 def test_center_measure_only_and_fit(cube, untrained):
-    node = cube.prenet_center(model=untrained["center"], device="cpu", progress=False, align=False, fit="plane")
+    node = cube.prenet_measure_origin(model=untrained["center"], device="cpu", progress=False, fit="plane")
     assert node.name == "prenet_origin"
     fitted = cube.calibration.get_origin()[0]
     meas = cube.calibration.get_origin_meas()[0]
@@ -80,7 +80,7 @@ def test_ellipse_needs_origin(cube, untrained):
 
 def test_ellipse_writes_py4dstem_ellipse(cube, untrained):
     cube.calibration.set_origin((np.full((3, 4), 31.2), np.full((3, 4), 32.7)))
-    fit = cube.prenet_ellipse(model=untrained["ellipse"], device="cpu", progress=False, correct=False)
+    fit = cube.prenet_measure_ellipse(model=untrained["ellipse"], device="cpu", progress=False)
     a, b, theta = cube.calibration.get_ellipse()
     assert a / b == pytest.approx(fit.ratio) and b == 1.0
     assert geometry.angle_difference(theta, fit.theta)[0] < 1e-12

@@ -112,7 +112,7 @@ def test_prenet_ellipse_writes_fit_errors_and_ring_offset(untrained):
     data = add_noise(ring[None].repeat(16, 1, 1), 1e4, gen).numpy().reshape(4, 4, Q, Q)
     cube = py4DSTEM.DataCube(data=data)
     cube.calibration.set_origin((np.full((4, 4), Q / 2), np.full((4, 4), Q / 2)))  # the direct beam
-    fit = cube.prenet_ellipse(model=untrained["ellipse"], device="cpu", progress=False, correct=False)
+    fit = cube.prenet_measure_ellipse(model=untrained["ellipse"], device="cpu", progress=False)
     a, b, theta = cube.calibration.get_ellipse()
     assert fit.measurable and abs(a / b - 1.05) < 0.004 and geometry.angle_difference(theta, 0.4)[0] < 0.03
     assert 0 < cube.calibration["ellipse_ratio_sigma"] < 0.004

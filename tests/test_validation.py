@@ -110,13 +110,12 @@ def test_batch_size_must_be_a_positive_integer(batch_size, untrained, no_pass):
     with pytest.raises(InputError, match="batch_size must be a positive integer"):
         dc.prenet_denoise(model=untrained["denoise"], device="cpu", progress=False, batch_size=batch_size)
     with pytest.raises(InputError, match="batch_size must be a positive integer"):
-        run_chain(dc.data, None, untrained["denoise"], untrained["center"], untrained["ellipse"], "cpu",
-                  batch_size, False)
+        run_chain(dc.data, denoise_model=untrained["denoise"], center_model=untrained["center"],
+                  ellipse_model=untrained["ellipse"], device="cpu", batch_size=batch_size, progress=False)
 
 
 def test_numpy_integer_batch_size_is_accepted(untrained):
-    small_cube().prenet_center(model=untrained["center"], device="cpu", progress=False, batch_size=np.int64(5),
-                               align=False)
+    small_cube().prenet_measure_origin(model=untrained["center"], device="cpu", progress=False, batch_size=np.int64(5))
 
 
 @pytest.mark.parametrize("device", ["gpu", "meta", "cuda0", "CPU ", 3])
@@ -154,8 +153,8 @@ def test_fit_too_big_for_the_scan_is_refused_before_the_pass(fit, scan, robust, 
                                                       ("constant", (1, 1), True), ("bezier_two", (3, 3), False),
                                                       ("plane", (2, 3), True)])
 def test_feasible_fits_run(fit, scan, robust, untrained):
-    origins = small_cube(*scan).prenet_center(model=untrained["center"], device="cpu", progress=False, fit=fit,
-                                              robust=robust, align=False)
+    origins = small_cube(*scan).prenet_measure_origin(model=untrained["center"], device="cpu", progress=False, fit=fit,
+                                              robust=robust)
     assert np.all(np.isfinite(origins.data))
 
 
@@ -176,7 +175,8 @@ def test_a_model_is_needed_for_every_stage_that_runs(model, untrained, no_pass):
     with pytest.raises(InputError, match="no center model given"):
         dc.prenet_center(model=model, device="cpu", progress=False)
     with pytest.raises(InputError, match="no ellipse model given"):
-        run_chain(dc.data, None, None, untrained["center"], model, "cpu", 4, False)
+        run_chain(dc.data, denoise_model=None, center_model=untrained["center"], ellipse_model=model, device="cpu",
+                  batch_size=4, progress=False)
 
 
 @pytest.mark.parametrize("method", ["prenet_center", "prenet_denoise", "prenet_preprocess"])
@@ -197,12 +197,12 @@ def test_nan_in_the_last_pattern_is_refused_before_any_pass(method, untrained, n
 
 def test_a_failing_device_never_poisons_the_model_cache(untrained):
     dc = small_cube()
-    before = dc.prenet_center(model=untrained["center"], device="cpu", progress=False, align=False).data
+    before = dc.prenet_measure_origin(model=untrained["center"], device="cpu", progress=False).data
     with pytest.raises(InputError):
         dc.prenet_center(model=untrained["center"], device="meta", progress=False)
     with pytest.raises(InputError, match="device must be"):
         load_model("center", untrained["center"], device="meta")
     loaded = load_model("center", untrained["center"])
     assert all(p.device.type == "cpu" for p in loaded.module.parameters())
-    after = dc.prenet_center(model=untrained["center"], device="cpu", progress=False, align=False).data
+    after = dc.prenet_measure_origin(model=untrained["center"], device="cpu", progress=False).data
     np.testing.assert_array_equal(before, after)

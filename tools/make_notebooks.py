@@ -96,7 +96,7 @@ records every detector parameter.
 fig, ax = plt.subplots(1, 2, figsize=(9, 4))
 for a, kind in zip(ax, ("counting", "integrating"), strict=True):
     other, other_truth = load_example(detector=kind)
-    node = other.prenet_center(align=False, progress=False)
+    node = other.prenet_measure_origin(progress=False)
     err = np.hypot(node.data[0] - other_truth["qx0"], node.data[1] - other_truth["qy0"])
     d = other_truth["detector"]
     print(f"{kind}: values {other.data.min():.0f}..{other.data.max():.0f}, bit depth {d['bit_depth'] or '-'}, "
@@ -210,7 +210,7 @@ print(open("my_center/log.jsonl").read())
     md("Use it: any method takes a weights file as `model` (or ship it with `prenet weights FILE --name NAME`)."),
     code("""
 cube, truth = load_example()
-node = cube.prenet_center(model=str(weights), align=False, progress=False)
+node = cube.prenet_measure_origin(model=str(weights), progress=False)
 error = np.hypot(node.data[0] - truth["qx0"], node.data[1] - truth["qy0"])
 print(f"toy model (30 steps): mean centre error {error.mean():.2f} px - train for thousands of steps for real use")
 """),

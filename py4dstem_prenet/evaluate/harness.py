@@ -74,7 +74,7 @@ def _or_refused(fn, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _ours_center(noisy: np.ndarray, model: str, device: str) -> tuple[np.ndarray, np.ndarray]:
     cube = py4DSTEM.DataCube(data=noisy[None])
-    node = cube.prenet_center(model=model, device=device, align=False, progress=False)
+    node = cube.prenet_measure_origin(model=model, device=device, progress=False)
     return node.data[0][0], node.data[1][0]
 
 
@@ -295,7 +295,7 @@ def evaluate_ellipse(library: str, model: str = "default", device: str = "auto",
     for m in means:
         cube = py4DSTEM.DataCube(data=m[None, None])
         cube.calibration.set_origin(geometry.detector_center(m.shape))
-        fit = cube.prenet_ellipse(model=model, device=device, correct=False, progress=False)
+        fit = cube.prenet_measure_ellipse(model=model, device=device, progress=False)
         found["ours"].append((fit.ratio, fit.theta))
         for k in classical.ELLIPSE_METHODS:
             found[k].append(classical.py4dstem_fit_ellipse(m, k))

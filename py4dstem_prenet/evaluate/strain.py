@@ -272,7 +272,7 @@ def classical_routes(cube: py4DSTEM.DataCube, kernel: np.ndarray, g_ref: Basis, 
                   NO_ELLIPSE: _route(bv, g_ref, None, False, t_origin),
                   ORACLE: _route(bv, g_ref, (truth["ratio"], truth["theta"]), True, t_origin)}
     t1 = time.perf_counter()
-    fit = cube.prenet_ellipse(device=device, correct=False, progress=False)
+    fit = cube.prenet_measure_ellipse(device=device, progress=False)
     with _quiet():
         routes[HYBRID] = _route(bv, g_ref, (fit.ratio, fit.theta), True, t_origin + time.perf_counter() - t1)
     return routes

@@ -108,7 +108,7 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train(task: str, library: str, out_dir: str | Path, size: str = "compact", seed: int = 0,
+def train(task: str, library: str, out_dir: str | Path, *, size: str = "compact", seed: int = 0,
           steps: int | None = None, batch: int | None = None, device: str = "auto",
           progress: bool = True, checkpoint_every: int = 50, until: int | None = None) -> Path:
     """Train (or resume training of) one network; returns the path of the best weights.
