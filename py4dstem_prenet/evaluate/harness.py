@@ -201,7 +201,8 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
             ms[name] += 1e3 * (time.perf_counter() - t0) / n
             results[name][0][sel], results[name][1][sel] = qx, qy
     keep = ~empty
-    table = Table(f"Centre: {int(keep.sum())} held-out patterns ({q} px library; {int(empty.sum())} more held no "
+    table = Table(f"Centre: {int(keep.sum())} held-out samples of {len(data.patterns)} library patterns ({q} px; "
+                  f"{int(empty.sum())} more held no "
                   "counts at all and are left out), by condition; errors in px; failed: not measured (refused); "
                   "CRB-R: RMS Poisson Cramer-Rao bound of the radial error (compare with RMS-R)",
                   CENTER_COLUMNS)
