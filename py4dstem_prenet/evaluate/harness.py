@@ -1,8 +1,15 @@
 """``prenet evaluate``: held-out simulations, our methods (through the public DataCube methods) beside
 py4DSTEM's classical ones, one printed table per task.
 
-Held-out means: structures of the "test" split (:func:`py4dstem_prenet.train.data.split_of`), never seen
-in training, simulated in their own library (other orientations, optics and thicknesses).
+Held-out means: structures of the "test" split (:func:`py4dstem_prenet.train.data.split_of`: structure
+families never seen in training), simulated in their own library (e.g. ``prenet simulate --recipe hard
+--split test``). Every sample (or scan) is recorded on its own detector from the one detector model
+(:func:`simulate.noise.draw_detector`: ideal, counting, integrating; some behind a beam stop), scans come
+from :func:`simulate.scans.build_scan`, and every table reports each task by condition (dose, detector,
+bit depth, read noise, beam stop, beam near the edge, detector size, category, thickness, tilt,
+convergence; scans: drift and specimen) with the Poisson Cramer-Rao bound of the centre
+(:func:`evaluate.crb.centre_crb`) beside the centre errors. Inputs the package refuses
+(:class:`validation.InputError`) count as failures.
 """
 
 from __future__ import annotations
