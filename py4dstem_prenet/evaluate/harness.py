@@ -28,7 +28,7 @@ from .. import geometry
 from ..center import measure_origins
 from ..simulate.augment import AugmentRanges, distort, draw_geometry
 from ..simulate.library import PatternLibrary
-from ..simulate.noise import KINDS, DetectorEffects, add_noise, draw_detector, expected_counts
+from ..simulate.noise import KINDS, DetectorEffects, add_noise, draw_detector, effects_record, expected_counts
 from ..simulate.scans import ScanRanges, build_scan
 from ..train.data import TrainingData
 from ..validation import MIN_DETECTOR, InputError
@@ -43,11 +43,14 @@ BINNED_FRACTION = 0.25  # centre samples on a 2 x 2 binned detector (half the pi
 
 @dataclass
 class Table:
-    """Rows of results; ``text()`` renders an aligned plain-text table."""
+    """Rows of results; ``text()`` renders an aligned plain-text table. ``records``: one dict per sample
+    (its library row, truth, dose, every detector parameter, conditions and each method's result), for
+    tracing a row back to the patterns behind it."""
 
     title: str
     columns: list[str]
     rows: list[list] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
 
     def text(self) -> str:
         cells = [self.columns] + [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in r] for r in self.rows]
@@ -216,6 +219,14 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
     _table_rows(table, {k: v[keep] for k, v in conditions.items()},
                 {k: (v[0][keep], v[1][keep]) for k, v in results.items()},
                 (truth[0][keep], truth[1][keep]), crb[keep], ms)
+    rows = np.asarray(PatternLibrary(library).metadata()["index"])[test_rows[pick]]
+    for i in range(n):
+        table.records.append({
+            "library_row": int(rows[i]), "qx0": float(truth[0][i]), "qy0": float(truth[1][i]),
+            "dose": float(dose[i]), "detector_px": int(shapes[i][0]), "empty": bool(empty[i]),
+            "crb_px": float(crb[i]), "detector": effects_record(effects[i]), "kind": kinds[i],
+            **{f"condition {k}": str(v[i]) for k, v in conditions.items()},
+            **{f"{name} (qx0, qy0)": [float(results[name][0][i]), float(results[name][1][i])] for name in names}})
     return table
 
 
@@ -240,6 +251,9 @@ def evaluate_center_scans(library: str, model: str = "default", device: str = "a
     names = ("ours", "ours without scan context", *methods)
     found: dict[str, list] = {k: [] for k in names}
     truth, labels, crbs = [], {k: [] for k in ("dose", "detector", "beam stop", "drift", "specimen")}, []
+    meta = PatternLibrary(library).metadata()
+    rows = np.asarray(meta["index"])[np.isin(np.asarray(meta["structure"]).astype(str), data.structures)]
+    records: list[dict] = []
     for d_index, dose in enumerate(DOSES):
         for c_index, (clean, t) in enumerate(scans):
             kind = KINDS[(d_index + c_index) % len(KINDS)]  # every dose meets several detector kinds
@@ -249,7 +263,7 @@ def evaluate_center_scans(library: str, model: str = "default", device: str = "a
             crbs.append(centre_crb(flat, dose, e))
             truth.append((t["qx0"].ravel(), t["qy0"].ravel()))
             m = flat.shape[0]
-            drift = f"{t['drift']} {'< 6.4' if t['drift_px'] < 6.4 else '6.4-12.8'} px"
+            drift = f"{t['drift']} {'0-5' if t['drift_px'] < 0.05 * min(data.shape) else '5-10'} % of Q"
             specimen = "rings" if t["rings"] else "halo" if t["halo_px"] else f"{t['grains']} grain(s)"
             for key, value in (("dose", f"{dose:.0e}"), ("detector", kind),
                                ("beam stop", "yes" if e.has_beam_stop else "none"), ("drift", drift),
@@ -260,6 +274,11 @@ def evaluate_center_scans(library: str, model: str = "default", device: str = "a
                 found[name].append(_or_refused(partial(_origins, cube, model, device, scan_context=context), m))
             for name in methods:
                 found[name].append(classical.CENTER_METHODS[name](noisy))
+            records.append({"dose": float(dose), "kind": kind, "detector": effects_record(e),
+                            "source_library_rows": [int(rows[i]) for i in np.unique(t["source"])],
+                            **{k: t[k] for k in ("ratio", "theta", "drift", "drift_px", "halo_px", "rings", "grains")},
+                            **{f"{name} MAE-R": _center_errors(*found[name][-1], *truth[-1])["MAE-R"]
+                               for name in names}})
     tx, ty = (np.concatenate(v) for v in zip(*truth, strict=True))
     results = {name: tuple(np.concatenate(v) for v in zip(*res, strict=True)) for name, res in found.items()}
     table = Table(f"Centre on scans: {cubes} held-out {scan[0]}x{scan[1]} scans per dose, {data.shape[0]}x"
@@ -267,6 +286,7 @@ def evaluate_center_scans(library: str, model: str = "default", device: str = "a
                   "CRB-R: RMS Poisson Cramer-Rao bound", CENTER_COLUMNS)
     _table_rows(table, {key: np.concatenate(v) for key, v in labels.items()}, results, (tx, ty),
                 np.concatenate(crbs), dict.fromkeys(names, ""))
+    table.records = records
     return table
 
 
