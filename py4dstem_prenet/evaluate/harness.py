@@ -194,6 +194,7 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
                   "detector size": np.array([f"{s[0]} px" for s in shapes]),
                   **_optics_conditions(meta, test_rows[pick])}
     conditions["beam to edge"] = np.where(edge < 8, "0-8 px", np.where(edge < 24, "8-24 px", "24+ px"))
+    conditions["dose x detector"] = np.array([f"{d:.0e} {k}" for d, k in zip(dose, kinds, strict=True)])
     names = ("ours", "ours without disk refinement", *methods)
     results = {k: (np.empty(n), np.empty(n)) for k in names}
     ms = dict.fromkeys(names, 0.0)
