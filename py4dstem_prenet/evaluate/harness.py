@@ -38,6 +38,7 @@ from .crb import centre_crb
 DOSES = (1e2, 1e3, 1e4, 1e5)
 BEAM_STOP_FRACTION = 0.3  # samples / scans recorded behind a beam stop
 CENTER_COLUMNS = ["condition", "value", "method", "n", "MAE-R", "RMS-R", "P95-R", "failed", "CRB-R", "ms/pattern"]
+RING_FRACTION, RING_GRAINS = 0.1, 24  # centre samples that are polycrystals: mean of 24 rotated grains
 BINNED_FRACTION = 0.25  # centre samples on a 2 x 2 binned detector (half the pixels; if >= MIN_DETECTOR)
 
 
@@ -161,7 +162,8 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
                     seed: int = 0, methods: tuple[str, ...] = ("com", "get_origin", "get_origin_friedel")) -> Table:
     """Centre errors (px) of held-out patterns by condition, ours vs classical, beside the Poisson CRB.
 
-    Each sample draws its own pattern, a shift (15 % near or across the detector edge), a dose (cycling
+    Each sample draws its own pattern (10 % a polycrystal: the mean of 24 in-plane rotations), a shift
+    (15 % near or across the detector edge), a dose (cycling
     :data:`DOSES`), a detector (the kinds in turn, :func:`simulate.noise.draw_detector`, 30 % with a beam
     stop) and a detector size (25 % binned 2 x 2). The "CRB-R" column is the RMS over the samples of the
     radial Cramer-Rao bound (:func:`evaluate.crb.centre_crb`) of each sample's clean pattern on its detector,
@@ -174,6 +176,11 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
     pick = rng.integers(0, len(data.patterns), n)
     params = draw_geometry(rng, n, data.shape, data.ranges)
     clean = distort(data.patterns[pick], params)
+    rings = rng.random(n) < RING_FRACTION  # polycrystals: the mean of many in-plane rotations of a grain
+    for i in np.flatnonzero(rings):
+        geo = {k: np.full(RING_GRAINS, v[i]) for k, v in params.items()}
+        geo["rotation"] = rng.uniform(0, 2 * math.pi, RING_GRAINS)
+        clean[i] = distort(data.patterns[pick[i]][None].expand(RING_GRAINS, -1, -1), geo).mean(0)
     dose = np.array([DOSES[i % len(DOSES)] for i in range(n)])
     q = data.shape[0]
     binned = (rng.random(n) < BINNED_FRACTION) & (q >= 2 * MIN_DETECTOR)
@@ -194,6 +201,7 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
                   "detector size": np.array([f"{s[0]} px" for s in shapes]),
                   **_optics_conditions(meta, test_rows[pick])}
     conditions["beam to edge"] = np.where(edge < 8, "0-8 px", np.where(edge < 24, "8-24 px", "24+ px"))
+    conditions["specimen"] = np.where(rings, "polycrystal (rings)", "one grain")
     conditions["dose x detector"] = np.array([f"{d:.0e} {k}" for d, k in zip(dose, kinds, strict=True)])
     names = ("ours", "ours without disk refinement", *methods)
     results = {k: (np.empty(n), np.empty(n)) for k in names}
@@ -241,13 +249,14 @@ def evaluate_center_scans(library: str, model: str = "default", device: str = "a
                           scan: tuple[int, int] = (16, 16), seed: int = 0,
                           methods: tuple[str, ...] = ("com", "get_origin", "get_origin_friedel")) -> Table:
     """Centre errors (px) on held-out scans (:func:`simulate.scans.build_scan`: 1-3 grains, descan drift
-    (plane or parabola) up to 10 % of the detector, 0.2 px jitter, a third precession-like halos, a
-    quarter polycrystalline rings), one detector per scan (the kinds in turn, 30 % with a beam stop), ours
+    (plane or parabola) up to 10 % of the detector, 0.2 px jitter; in turn plain, with precession-like
+    halos, polycrystalline rings), one detector per scan (the kinds in turn, 30 % with a beam stop), ours
     with and without the scan context, and classical; by dose, detector, drift and specimen."""
     data = TrainingData(library, "test")
     rng = np.random.default_rng([seed, 4])
-    ranges = ScanRanges(scan=scan, halo_fraction=1 / 3, ring_fraction=0.25)
-    scans = [build_scan(data.patterns, rng, ranges) for _ in range(cubes)]
+    specimens = [{}, {"halo_fraction": 1.0}, {"ring_fraction": 1.0}]  # grains, precession-like halo, rings in turn
+    scans = [build_scan(data.patterns, rng, ScanRanges(scan=scan, **specimens[c % len(specimens)]))
+             for c in range(cubes)]
     gen = torch.Generator().manual_seed(seed)
     names = ("ours", "ours without scan context", *methods)
     found: dict[str, list] = {k: [] for k in names}
