@@ -106,7 +106,7 @@ def _optics_conditions(meta: dict, rows: np.ndarray) -> dict[str, np.ndarray]:
     return {
         "category": np.asarray(meta["category"]).astype(str)[rows],
         "thickness": _bins(np.asarray(meta["thickness_A"])[rows] / 10, (0, 10, 20, 30.01), "nm", "{:.0f}"),
-        "tilt": np.where(tilt < 0.5, "on zone", _bins(tilt, (0, 5, 10, 17.46), "mrad", "{:.0f}")),
+        "tilt": np.where(tilt < 0.5, "on zone", _bins(tilt, (0.5, 5, 10, 17.46), "mrad", "{:.3g}")),
         "convergence": _bins(np.asarray(meta["semiangle_mrad"])[rows], (0, 2, 8, 25.01), "mrad", "{:.0f}"),
     }
 
