@@ -113,6 +113,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(text)
     if args.output:
         Path(args.output).write_text(text + "\n")
+    if args.records:
+        import json
+
+        with open(args.records, "w") as f:
+            for task, table in zip(args.tasks, tables, strict=True):
+                for record in table.records:
+                    f.write(json.dumps({"task": task, **record}) + "\n")
     if args.update_manifest:
         from .evaluate.harness import manifest_metrics
         from .simulate.library import PatternLibrary
@@ -212,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="held-out evaluation: ours vs py4DSTEM's classical methods")
     e.add_argument("library", help="a library of test-split structures (prenet simulate --split test)")
     e.add_argument("-o", "--output", help="also write the tables to this text file")
-    e.add_argument("--quick", action="store_true", help="fewer samples (a smoke test)")
+    e.add_argument("--quick", action="store_true", help="fewer samples (under ~8 min on one core)")
+    e.add_argument("--records", help="also write one JSON line per sample (truth, dose, detector parameters, "
+                   "conditions, each method's result) to this file")
     e.add_argument("--tasks", nargs="+", choices=["center", "center-scans", "ellipse", "denoise"],
                    default=["center", "center-scans", "ellipse", "denoise"])
     e.add_argument("--update-manifest", metavar="MANIFEST",

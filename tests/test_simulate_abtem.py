@@ -175,3 +175,15 @@ def test_library_errors_on_bad_files(tmp_path):
     with pytest.raises(KeyError):
         lib.generate_library(tmp_path / "new.h5", 2, seed=0, detector=Q, structures=["No_such"],
                              progress=False)
+
+
+def test_library_records_its_recipe(tmp_path):
+    """A "hard" library stores its full recipe and its patterns are drawn from it."""
+    path = tmp_path / "hard.h5"
+    lib.generate_library(path, 2, seed=4, detector=Q, workers=1, structures=NAMES, progress=False,
+                         recipe="hard", _overrides=TINY)
+    with lib.PatternLibrary(path) as library:
+        assert library.recipe == sim.RECIPES["hard"] and len(library) == 2
+        for i in range(2):
+            _, _, _, o, _ = lib.draw_pattern_params(4, i, NAMES, Q, False, None, "hard")
+            assert o.energy_kv in (200.0, 300.0)

@@ -69,3 +69,6 @@ def test_evaluation_tables(library):
     assert {r[0] for r in tables[0].rows} >= {"dose", "detector", "bit depth", "read noise", "beam stop",
                                               "thickness", "tilt", "convergence", "detector size"}
     assert all(r[8] > 0 for r in tables[0].rows)  # the Cramer-Rao bound is printed beside the errors
+    record = tables[0].records[0]  # every sample traceable: truth, dose and every detector parameter
+    assert {"library_row", "qx0", "dose", "crb_px", "ours (qx0, qy0)"} <= set(record)
+    assert "bit_depth" in record["detector"] and tables[1].records

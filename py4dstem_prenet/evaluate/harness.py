@@ -1,8 +1,15 @@
 """``prenet evaluate``: held-out simulations, our methods (through the public DataCube methods) beside
 py4DSTEM's classical ones, one printed table per task.
 
-Held-out means: structures of the "test" split (:func:`py4dstem_prenet.train.data.split_of`), never seen
-in training, simulated in their own library (other orientations, optics and thicknesses).
+Held-out means: structures of the "test" split (:func:`py4dstem_prenet.train.data.split_of`: structure
+families never seen in training), simulated in their own library (e.g. ``prenet simulate --recipe hard
+--split test``). Every sample (or scan) is recorded on its own detector from the one detector model
+(:func:`simulate.noise.draw_detector`: ideal, counting, integrating; some behind a beam stop), scans come
+from :func:`simulate.scans.build_scan`, and every table reports each task by condition (dose, detector,
+bit depth, read noise, beam stop, beam near the edge, detector size, category, thickness, tilt,
+convergence; scans: drift and specimen) with the Poisson Cramer-Rao bound of the centre
+(:func:`evaluate.crb.centre_crb`) beside the centre errors. Inputs the package refuses
+(:class:`validation.InputError`) count as failures.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from .. import geometry
 from ..center import measure_origins
 from ..simulate.augment import AugmentRanges, distort, draw_geometry
 from ..simulate.library import PatternLibrary
-from ..simulate.noise import KINDS, DetectorEffects, add_noise, draw_detector, expected_counts
+from ..simulate.noise import KINDS, DetectorEffects, add_noise, draw_detector, effects_record, expected_counts
 from ..simulate.scans import ScanRanges, build_scan
 from ..train.data import TrainingData
 from ..validation import MIN_DETECTOR, InputError
@@ -31,16 +38,20 @@ from .crb import centre_crb
 DOSES = (1e2, 1e3, 1e4, 1e5)
 BEAM_STOP_FRACTION = 0.3  # samples / scans recorded behind a beam stop
 CENTER_COLUMNS = ["condition", "value", "method", "n", "MAE-R", "RMS-R", "P95-R", "failed", "CRB-R", "ms/pattern"]
+RING_FRACTION, RING_GRAINS = 0.1, 24  # centre samples that are polycrystals: mean of 24 rotated grains
 BINNED_FRACTION = 0.25  # centre samples on a 2 x 2 binned detector (half the pixels; if >= MIN_DETECTOR)
 
 
 @dataclass
 class Table:
-    """Rows of results; ``text()`` renders an aligned plain-text table."""
+    """Rows of results; ``text()`` renders an aligned plain-text table. ``records``: one dict per sample
+    (its library row, truth, dose, every detector parameter, conditions and each method's result), for
+    tracing a row back to the patterns behind it."""
 
     title: str
     columns: list[str]
     rows: list[list] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
 
     def text(self) -> str:
         cells = [self.columns] + [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in r] for r in self.rows]
@@ -95,7 +106,7 @@ def _optics_conditions(meta: dict, rows: np.ndarray) -> dict[str, np.ndarray]:
     return {
         "category": np.asarray(meta["category"]).astype(str)[rows],
         "thickness": _bins(np.asarray(meta["thickness_A"])[rows] / 10, (0, 10, 20, 30.01), "nm", "{:.0f}"),
-        "tilt": np.where(tilt < 0.5, "on zone", _bins(tilt, (0, 5, 10, 17.46), "mrad", "{:.0f}")),
+        "tilt": np.where(tilt < 0.5, "on zone", _bins(tilt, (0.5, 5, 10, 17.46), "mrad", "{:.3g}")),
         "convergence": _bins(np.asarray(meta["semiangle_mrad"])[rows], (0, 2, 8, 25.01), "mrad", "{:.0f}"),
     }
 
@@ -151,7 +162,8 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
                     seed: int = 0, methods: tuple[str, ...] = ("com", "get_origin", "get_origin_friedel")) -> Table:
     """Centre errors (px) of held-out patterns by condition, ours vs classical, beside the Poisson CRB.
 
-    Each sample draws its own pattern, a shift (15 % near or across the detector edge), a dose (cycling
+    Each sample draws its own pattern (10 % a polycrystal: the mean of 24 in-plane rotations), a shift
+    (15 % near or across the detector edge), a dose (cycling
     :data:`DOSES`), a detector (the kinds in turn, :func:`simulate.noise.draw_detector`, 30 % with a beam
     stop) and a detector size (25 % binned 2 x 2). The "CRB-R" column is the RMS over the samples of the
     radial Cramer-Rao bound (:func:`evaluate.crb.centre_crb`) of each sample's clean pattern on its detector,
@@ -164,6 +176,11 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
     pick = rng.integers(0, len(data.patterns), n)
     params = draw_geometry(rng, n, data.shape, data.ranges)
     clean = distort(data.patterns[pick], params)
+    rings = rng.random(n) < RING_FRACTION  # polycrystals: the mean of many in-plane rotations of a grain
+    for i in np.flatnonzero(rings):
+        geo = {k: np.full(RING_GRAINS, v[i]) for k, v in params.items()}
+        geo["rotation"] = rng.uniform(0, 2 * math.pi, RING_GRAINS)
+        clean[i] = distort(data.patterns[pick[i]][None].expand(RING_GRAINS, -1, -1), geo).mean(0)
     dose = np.array([DOSES[i % len(DOSES)] for i in range(n)])
     q = data.shape[0]
     binned = (rng.random(n) < BINNED_FRACTION) & (q >= 2 * MIN_DETECTOR)
@@ -184,6 +201,8 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
                   "detector size": np.array([f"{s[0]} px" for s in shapes]),
                   **_optics_conditions(meta, test_rows[pick])}
     conditions["beam to edge"] = np.where(edge < 8, "0-8 px", np.where(edge < 24, "8-24 px", "24+ px"))
+    conditions["specimen"] = np.where(rings, "polycrystal (rings)", "one grain")
+    conditions["dose x detector"] = np.array([f"{d:.0e} {k}" for d, k in zip(dose, kinds, strict=True)])
     names = ("ours", "ours without disk refinement", *methods)
     results = {k: (np.empty(n), np.empty(n)) for k in names}
     ms = dict.fromkeys(names, 0.0)
@@ -201,13 +220,22 @@ def evaluate_center(library: str, model: str = "default", device: str = "auto", 
             ms[name] += 1e3 * (time.perf_counter() - t0) / n
             results[name][0][sel], results[name][1][sel] = qx, qy
     keep = ~empty
-    table = Table(f"Centre: {int(keep.sum())} held-out patterns ({q} px library; {int(empty.sum())} more held no "
+    table = Table(f"Centre: {int(keep.sum())} held-out samples of {len(data.patterns)} library patterns ({q} px; "
+                  f"{int(empty.sum())} more held no "
                   "counts at all and are left out), by condition; errors in px; failed: not measured (refused); "
                   "CRB-R: RMS Poisson Cramer-Rao bound of the radial error (compare with RMS-R)",
                   CENTER_COLUMNS)
     _table_rows(table, {k: v[keep] for k, v in conditions.items()},
                 {k: (v[0][keep], v[1][keep]) for k, v in results.items()},
                 (truth[0][keep], truth[1][keep]), crb[keep], ms)
+    rows = np.asarray(PatternLibrary(library).metadata()["index"])[test_rows[pick]]
+    for i in range(n):
+        table.records.append({
+            "library_row": int(rows[i]), "qx0": float(truth[0][i]), "qy0": float(truth[1][i]),
+            "dose": float(dose[i]), "detector_px": int(shapes[i][0]), "empty": bool(empty[i]),
+            "crb_px": float(crb[i]), "detector": effects_record(effects[i]), "kind": kinds[i],
+            **{f"condition {k}": str(v[i]) for k, v in conditions.items()},
+            **{f"{name} (qx0, qy0)": [float(results[name][0][i]), float(results[name][1][i])] for name in names}})
     return table
 
 
@@ -221,17 +249,21 @@ def evaluate_center_scans(library: str, model: str = "default", device: str = "a
                           scan: tuple[int, int] = (16, 16), seed: int = 0,
                           methods: tuple[str, ...] = ("com", "get_origin", "get_origin_friedel")) -> Table:
     """Centre errors (px) on held-out scans (:func:`simulate.scans.build_scan`: 1-3 grains, descan drift
-    (plane or parabola) up to 10 % of the detector, 0.2 px jitter, a third precession-like halos, a
-    quarter polycrystalline rings), one detector per scan (the kinds in turn, 30 % with a beam stop), ours
+    (plane or parabola) up to 10 % of the detector, 0.2 px jitter; in turn plain, with precession-like
+    halos, polycrystalline rings), one detector per scan (the kinds in turn, 30 % with a beam stop), ours
     with and without the scan context, and classical; by dose, detector, drift and specimen."""
     data = TrainingData(library, "test")
     rng = np.random.default_rng([seed, 4])
-    ranges = ScanRanges(scan=scan, halo_fraction=1 / 3, ring_fraction=0.25)
-    scans = [build_scan(data.patterns, rng, ranges) for _ in range(cubes)]
+    specimens = [{}, {"halo_fraction": 1.0}, {"ring_fraction": 1.0}]  # grains, precession-like halo, rings in turn
+    scans = [build_scan(data.patterns, rng, ScanRanges(scan=scan, **specimens[c % len(specimens)]))
+             for c in range(cubes)]
     gen = torch.Generator().manual_seed(seed)
     names = ("ours", "ours without scan context", *methods)
     found: dict[str, list] = {k: [] for k in names}
     truth, labels, crbs = [], {k: [] for k in ("dose", "detector", "beam stop", "drift", "specimen")}, []
+    meta = PatternLibrary(library).metadata()
+    rows = np.asarray(meta["index"])[np.isin(np.asarray(meta["structure"]).astype(str), data.structures)]
+    records: list[dict] = []
     for d_index, dose in enumerate(DOSES):
         for c_index, (clean, t) in enumerate(scans):
             kind = KINDS[(d_index + c_index) % len(KINDS)]  # every dose meets several detector kinds
@@ -241,7 +273,7 @@ def evaluate_center_scans(library: str, model: str = "default", device: str = "a
             crbs.append(centre_crb(flat, dose, e))
             truth.append((t["qx0"].ravel(), t["qy0"].ravel()))
             m = flat.shape[0]
-            drift = f"{t['drift']} {'< 6.4' if t['drift_px'] < 6.4 else '6.4-12.8'} px"
+            drift = f"{t['drift']} {'0-5' if t['drift_px'] < 0.05 * min(data.shape) else '5-10'} % of Q"
             specimen = "rings" if t["rings"] else "halo" if t["halo_px"] else f"{t['grains']} grain(s)"
             for key, value in (("dose", f"{dose:.0e}"), ("detector", kind),
                                ("beam stop", "yes" if e.has_beam_stop else "none"), ("drift", drift),
@@ -252,6 +284,11 @@ def evaluate_center_scans(library: str, model: str = "default", device: str = "a
                 found[name].append(_or_refused(partial(_origins, cube, model, device, scan_context=context), m))
             for name in methods:
                 found[name].append(classical.CENTER_METHODS[name](noisy))
+            records.append({"dose": float(dose), "kind": kind, "detector": effects_record(e),
+                            "source_library_rows": [int(rows[i]) for i in np.unique(t["source"])],
+                            **{k: t[k] for k in ("ratio", "theta", "drift", "drift_px", "halo_px", "rings", "grains")},
+                            **{f"{name} MAE-R": _center_errors(*found[name][-1], *truth[-1])["MAE-R"]
+                               for name in names}})
     tx, ty = (np.concatenate(v) for v in zip(*truth, strict=True))
     results = {name: tuple(np.concatenate(v) for v in zip(*res, strict=True)) for name, res in found.items()}
     table = Table(f"Centre on scans: {cubes} held-out {scan[0]}x{scan[1]} scans per dose, {data.shape[0]}x"
@@ -259,6 +296,7 @@ def evaluate_center_scans(library: str, model: str = "default", device: str = "a
                   "CRB-R: RMS Poisson Cramer-Rao bound", CENTER_COLUMNS)
     _table_rows(table, {key: np.concatenate(v) for key, v in labels.items()}, results, (tx, ty),
                 np.concatenate(crbs), dict.fromkeys(names, ""))
+    table.records = records
     return table
 
 
