@@ -111,14 +111,16 @@ def make_case(kind: str, dose: float, seed: int, src: dict[str, np.ndarray], rot
     theta = float(rng.uniform(-np.pi / 2, np.pi / 2))
     if kind in ("amorphous", "crystal"):
         keys = ("amorphous_a", "amorphous_b") if kind == "amorphous" else ("crystal_on_zone", "crystal_tilted")
-        ideal = np.stack([src[keys[rng.integers(2)]] for _ in range(n)])
+        # position j shows source j % 2: with "even" orientations each source then covers 32 evenly spaced
+        # angles (a true orientation average); with "random" ones it is a random pick anyway
+        ideal = np.stack([src[keys[j % 2]] for j in range(n)])
     elif kind == "featureless":
         r = _radius()
         ideal = np.broadcast_to(_disk(rng) + 0.3 / (1 + (r / 10) ** 2), (n, Q, Q)).copy()
     else:
         ideal = _analytic(kind, rng, n)
-    if rotate == "even":  # orientation-averaged: evenly spaced in-plane orientations, in random order
-        rot = rng.permutation(rng.uniform(0, 2 * np.pi) + np.arange(n) * (2 * np.pi / n))
+    if rotate == "even":  # orientation-averaged: evenly spaced in-plane orientations
+        rot = rng.uniform(0, 2 * np.pi) + np.arange(n) * (2 * np.pi / n)
     elif rotate == "random":  # a finite scan of randomly oriented grains: its mean keeps some texture
         rot = rng.uniform(0, 2 * np.pi, n)
     else:
