@@ -118,7 +118,8 @@ def run_chain(
 
     Centres are measured on the patterns as recorded (the centre network was trained on noisy
     patterns), and the ellipse on the mean of the recorded patterns centred at the measured origins
-    (averaging removes the noise; the ellipse network was trained on such means).
+    (averaging removes the noise; the ring fit of :func:`ellipse.measure_ellipse` measures a/b, angle and
+    ring centre with their errors there; where it is not measurable the patterns are only centred, a/b = 1).
     """
     check_fit(fit)
     origins, center_loaded, mean = measure_origins(data, center_model, device, batch_size, progress, mean=True,
