@@ -135,7 +135,9 @@ def run_chain(
     First the survey (:func:`survey.preflight`: options and every pattern checked, hot/dead pixels and a
     pedestal found); every stage then reads the patterns with those repaired (:func:`survey.cleaned`).
     Centres are measured on the patterns as recorded (not denoised), and the ellipse on the mean of the
-    patterns centred at the measured origins.
+    patterns centred at the measured origins (the ring fit of :func:`ellipse.measure_ellipse` measures
+    a/b, angle and ring centre with their errors there; where it is not measurable the patterns are only
+    centred, a/b = 1).
     """
     stages = {"center": center_model, "ellipse": ellipse_model}
     survey = preflight(data, batch_size=batch_size, device=device, fit=fit, robust=robust, progress=progress,

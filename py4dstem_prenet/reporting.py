@@ -155,7 +155,7 @@ def _ring_panel(ax, mean_before: np.ndarray, mean_after: np.ndarray, meta) -> di
             for k in range(after.shift.shape[0]):
                 ax.plot(np.degrees(after.azimuth), after.shift[k], "k.", ms=3, label="after" if k == 0 else None)
             out.update(harmonic_after_px=after.amplitude, harmonic_after_sigma_px=after.sigma)
-            ax.set_title(f"ring radius vs azimuth: 2nd harmonic before {fit.radii.mean() * e:.2f} px, after "
+            ax.set_title(f"ring radius vs azimuth\n2nd harmonic before {fit.radii.mean() * e:.2f} px, after "
                          f"{after.amplitude:.3f} +- {after.sigma:.3f} px", fontsize=9)
         out.update(ratio_sigma=fit.ratio_sigma, theta_sigma_deg=float(np.degrees(fit.theta_sigma)),
                    ring_offset_qx_px=fit.x0 - cx, ring_offset_qy_px=fit.y0 - cy)

@@ -318,13 +318,18 @@ def _polar(image, use, x0, y0, ratio, theta, settings: RingSettings, r_max: floa
 # ----------------------------------------------------------------------------------------------- rings
 
 
-def _disk_radius(template: np.ndarray, radius: np.ndarray) -> float:
-    """Half-maximum radius of the direct-beam disk (0 when the centre is not the brightest region)."""
+def _disk_radius(polar: _Polar) -> float:
+    """Half-maximum radius of the direct-beam disk (0 when the centre is not the brightest region);
+    radial bins without pixels (near the centre some hold none) are skipped."""
+    ok = polar.tneff > 0
+    template, radius = polar.template[ok], polar.radius[ok]
+    if radius.size < 4:
+        return 0.0
     inner = radius < 0.35 * radius[-1]
     if not np.any(inner):
         return 0.0
     t = template[inner]
-    head = t[: max(2, int(2 / max(radius[1], 1e-9)))].mean()
+    head = t[radius[inner] <= 2.0].mean() if np.any(radius[inner] <= 2.0) else t[:2].mean()
     if head < 3 * max(np.median(template[template > 0]) if np.any(template > 0) else 0, 1e-30):
         return 0.0
     below = np.flatnonzero(t < 0.5 * head)
@@ -690,7 +695,7 @@ def fit_rings(
     for it in range(1, s.max_iter + 1):
         polar = _polar(img, use, x0, y0, ratio, theta, s, r_max)
         if windows is None:
-            r_inner = _disk_radius(polar.template, polar.radius) * (1 + s.disk_margin) + 2.0
+            r_inner = _disk_radius(polar) * (1 + s.disk_margin) + 2.0
             windows = find_rings(polar, gain, var0, r_inner, s)
             if not windows:
                 return _not_measurable("no ring beyond the direct beam stands out of the noise (a featureless "
@@ -761,7 +766,7 @@ def ring_harmonic(
     rho, _ = _ideal_coords(img.shape, x0, y0, 1.0, 0.0)
     use = valid & dark_region_mask(img, valid, rho, gain, var0, s)
     polar = _polar(img, use, x0, y0, 1.0, 0.0, s, _r_max(img.shape, x0, y0))
-    r_inner = _disk_radius(polar.template, polar.radius) * (1 + s.disk_margin) + 2.0
+    r_inner = _disk_radius(polar) * (1 + s.disk_margin) + 2.0
     windows = find_rings(polar, gain, var0, r_inner, s)
     if not windows:
         return none
