@@ -345,7 +345,10 @@ def find_rings(polar: _Polar, gain: float, var0: float, r_inner: float, settings
     if ok.sum() < 10:
         return []
     tt = np.interp(np.arange(t.size), np.flatnonzero(ok), t[ok])
-    band = tt - ndimage.gaussian_filter1d(tt, settings.background_sigma / dr, mode="nearest")
+    lo = int(math.ceil(r_inner / dr))
+    # the direct beam (inside r_inner) must not leak into the smooth background: it is held at its edge value
+    flat = np.where(np.arange(t.size) < lo, tt[min(lo, t.size - 1)], tt)
+    band = tt - ndimage.gaussian_filter1d(flat, settings.background_sigma / dr, mode="nearest")
     band = ndimage.gaussian_filter1d(band, settings.peak_sigma / dr, mode="nearest")
     # the noise of the azimuthal average, from the scatter of the sector profiles about it (photon noise,
     # speckle and texture alike), averaged over the peak smoothing width
@@ -355,7 +358,6 @@ def find_rings(polar: _Polar, gain: float, var0: float, r_inner: float, settings
     poisson = np.sqrt(np.clip(gain * np.clip(tt, 0, None) + var0, 1e-30, None) / np.maximum(polar.tneff, 1))
     noise = np.maximum(ndimage.median_filter(scatter, 5, mode="nearest"), 0.1 * poisson)
     noise = noise / np.sqrt(max(1.0, 2 * math.sqrt(math.pi) * settings.peak_sigma / dr))
-    lo = int(math.ceil(r_inner / dr))
     last = int(np.flatnonzero(ok)[-1]) if ok.any() else 0
     peaks = [i for i in range(max(lo, 1), last - 1)
              if band[i] > band[i - 1] and band[i] >= band[i + 1] and band[i] > settings.ring_z * noise[i]]
