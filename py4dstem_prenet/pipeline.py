@@ -46,8 +46,9 @@ def _transform_batch(start: int, block: np.ndarray, plan: DenoisePlan | None, qx
     dev = resolve_device(device)
     x = to_device(block, dev)
     if plan is not None:
-        for name in plan.networks:
-            load_model("denoise", name).module.to(dev)
+        for name, w in plan.weights.items():
+            if w > 0 and name != "low-rank":
+                load_model("denoise", name).module.to(dev)
         x = apply_plan(plan, x)
     if qx0 is not None:
         sl = slice(start, start + len(block))
