@@ -18,6 +18,7 @@ from .selfcheck import (
     RiskTerms,
     combine,
     divergence,
+    noise_variance,
     reduction,
     removal_mask,
     risk,
@@ -175,7 +176,9 @@ def plan_denoise(data: Any, *, model: str = "default", variants: tuple[str, ...]
     """The self-check on ``data (Rx, Ry, Qx, Qy)``: estimate the noise model (unless given), run every
     candidate on about ``patterns`` patterns (whole batches, spread over the scan), estimate each one's
     error with the PG-URE (``draws`` Monte-Carlo draws of the divergence) and decide the weights of the
-    blend (see :mod:`selfcheck`).
+    blend (see :mod:`selfcheck`). A candidate whose estimated error comes out below zero (the estimate
+    has failed, e.g. a low-rank reconstruction of a scan of a few patterns) is left out; with none left
+    the result is the input.
 
     ``variants``: the candidates, denoise model names and/or ``"low-rank"``; default ``model``, the
     neighbour network (when ``model`` is ``"default"``) and the low-rank reconstruction. ``prune``: a
@@ -221,12 +224,16 @@ def plan_denoise(data: Any, *, model: str = "default", variants: tuple[str, ...]
         basis = vt[:rank].float()
         terms.append(lr_terms[rank])
         nets = [*nets, LOWRANK]
-    decision = _pruned(nets, terms, prune)
+    valid = [i for i, t in enumerate(terms) if float(risk(t).sum()) >= 0]  # a risk below 0: the estimate failed
+    nets, terms = [nets[i] for i in valid], [terms[i] for i in valid]
+    noise_sum = noise_variance(y, s).flatten(1).sum(1)
+    decision = _pruned(nets, terms, prune) if terms else combine([], [], noise_sum)
     w = decision.weights
+    basis = basis if w.get(LOWRANK, 0) > 0 else None
     f = y + sum(w[n] * t.resid for n, t in zip(nets, terms, strict=True))
     plan = DenoisePlan(noise, w, basis, decision, len(y), model)
     final = _finish(f, plan).double()
-    div = sum(w[n] * t.div for n, t in zip(nets, terms, strict=True)) + (1 - sum(w.values())) * terms[0].noise
-    decision.risk = risk(RiskTerms(final - y, div, terms[0].noise)).numpy()
+    div = sum(w[n] * t.div for n, t in zip(nets, terms, strict=True)) + (1 - sum(w.values())) * noise_sum
+    decision.risk = risk(RiskTerms(final - y, div, noise_sum)).numpy()
     decision.reduction, decision.reduction_err = reduction(decision.risk, decision.input_risk)
     return plan
