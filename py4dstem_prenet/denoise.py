@@ -19,6 +19,7 @@ from .selfcheck import (
     RiskTerms,
     combine,
     divergence,
+    noise_variance,
     reduction,
     removal_mask,
     risk,
@@ -57,25 +58,6 @@ def denoise_block(loaded: LoadedModel, counts: torch.Tensor) -> torch.Tensor:
 
 LOWRANK = "low-rank"
 NEIGHBOURS = "denoise-compact-neighbours"
-TWICE = " + smoothed residual"
-TWICE_SIGMA = 2.0  # px
-
-
-def smooth(x: torch.Tensor, sigma: float = TWICE_SIGMA) -> torch.Tensor:
-    """Gaussian filter (``sigma`` px, reflected at the edges) of patterns ``(n, Qx, Qy)``, float64."""
-    r = int(np.ceil(3 * sigma))
-    k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float64, device=x.device) ** 2 / (2 * sigma**2))
-    k = k / k.sum()
-    xp = torch.nn.functional.pad(x.double()[:, None], (r, r, r, r), mode="reflect")
-    xp = torch.nn.functional.conv2d(xp, k.view(1, 1, -1, 1))
-    return torch.nn.functional.conv2d(xp, k.view(1, 1, 1, -1))[:, 0]
-
-
-def twice(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Tukey's twicing: ``f + smooth(y - f)``, the estimator's local bias (what it took away from a feature
-    or added to the background, averaged over a few px) given back; the sums over features larger than
-    the filter are then those of the input, unbiased."""
-    return f.double() + smooth(y.double() - f.double())
 
 
 @dataclass
@@ -102,14 +84,9 @@ class DenoisePlan:
     primary: str = "default"
 
     @property
-    def networks(self) -> list[str]:
-        """The denoise networks the plan runs (those with a weight, directly or twiced)."""
-        return list(dict.fromkeys(k.removesuffix(TWICE) for k, w in self.weights.items()
-                                  if w > 0 and k.removesuffix(TWICE) != LOWRANK))
-
-    @property
     def needs_neighbours(self) -> bool:
-        return any(load_model("denoise", n).entry.input.get("neighbours", 0) for n in self.networks)
+        return any(w > 0 and k != LOWRANK and load_model("denoise", k).entry.input.get("neighbours", 0)
+                   for k, w in self.weights.items())
 
     @property
     def loaded(self) -> LoadedModel:
@@ -154,13 +131,9 @@ def apply_plan(plan: DenoisePlan, block: torch.Tensor) -> torch.Tensor:
     e = plan.noise.to_electrons(block.float())
     y, nb = (e[:, 0], e[:, 1:]) if e.ndim == 4 else (e, None)
     out = y.double() * (1 - sum(plan.weights.values()))
-    base: dict[str, torch.Tensor] = {}
     for name, w in plan.weights.items():
         if w > 0:
-            b = name.removesuffix(TWICE)
-            if b not in base:
-                base[b] = _candidate(b, y, nb, plan.basis).double()
-            out = out + w * (twice(base[b], y) if name.endswith(TWICE) else base[b])
+            out = out + w * _candidate(name, y, nb, plan.basis).double()
     return plan.noise.from_electrons(_finish(out, plan)).float()
 
 
@@ -174,13 +147,13 @@ def _sample_rows(data: Any, patterns: int, neighbours: bool) -> list[np.ndarray]
 
 
 def _pruned(names: list[str], terms: list[RiskTerms], prune: float) -> Decision:
-    """:func:`selfcheck.combine`, then candidates dropped one at a time (the least useful first) while the
-    estimated risk rises by less than ``prune`` of the input's: fewer terms, fewer network passes."""
+    """:func:`selfcheck.combine`, then networks dropped one at a time (the least useful first) while the
+    estimated risk rises by less than the fraction ``prune`` of itself."""
     noise = terms[0].noise
     best = combine(names, terms, noise)
     keep = list(range(len(names)))
     while True:
-        nets = [i for i in keep if best.weights[names[i]] > 0]
+        nets = [i for i in keep if names[i] != LOWRANK and best.weights[names[i]] > 0]
         trials = []
         for i in nets:
             sub = [j for j in keep if j != i]
@@ -189,7 +162,7 @@ def _pruned(names: list[str], terms: list[RiskTerms], prune: float) -> Decision:
         if not trials:
             break
         r, i, d = min(trials, key=lambda t: t[0])
-        if r - best.risk.sum() > prune * best.input_risk.sum():
+        if r - best.risk.sum() > prune * best.risk.sum():
             break
         keep.remove(i)
         best = d
@@ -200,17 +173,18 @@ def _pruned(names: list[str], terms: list[RiskTerms], prune: float) -> Decision:
 
 def plan_denoise(data: Any, *, model: str = "default", variants: tuple[str, ...] | None = None,
                  noise: NoiseModel | None = None, device: str = "auto", batch_size: int = 64,
-                 patterns: int = 256, draws: int = 1, seed: int = 0, prune: float = 0.01) -> DenoisePlan:
+                 patterns: int = 256, draws: int = 1, seed: int = 0, prune: float = 0.02) -> DenoisePlan:
     """The self-check on ``data (Rx, Ry, Qx, Qy)``: estimate the noise model (unless given), run every
     candidate on about ``patterns`` patterns (whole batches, spread over the scan), estimate each one's
     error with the PG-URE (``draws`` Monte-Carlo draws of the divergence) and decide the weights of the
-    blend (see :mod:`selfcheck`).
+    blend (see :mod:`selfcheck`). A candidate whose estimated error comes out below zero (the estimate
+    has failed, e.g. a low-rank reconstruction of a scan of a few patterns) is left out; with none left
+    the result is the input.
 
     ``variants``: the candidates, denoise model names and/or ``"low-rank"``; default ``model``, the
-    neighbour network (when ``model`` is ``"default"``) and the low-rank reconstruction; each also with
-    its smoothed residual given back (:func:`twice`, the bias correction). ``prune``: a
-    network whose part in the blend lowers the estimated error by less than this fraction of the input's
-    is left out (each network in the blend costs a full pass; the low-rank projection is nearly free).
+    neighbour network (when ``model`` is ``"default"``) and the low-rank reconstruction. ``prune``: a
+    network whose part in the blend lowers the estimated error by less than this fraction of it is left
+    out (each network in the blend costs a full pass; the low-rank projection is nearly free).
     """
     noise = estimate_noise(data) if noise is None else noise
     if variants is None:
@@ -228,41 +202,37 @@ def plan_denoise(data: Any, *, model: str = "default", variants: tuple[str, ...]
     e = noise.to_electrons(torch.from_numpy(block).double())
     y, nb = (e[:, 0], e[:, 1:]) if e.ndim == 4 else (e, None)
     masks = [removal_mask(y, gen).double() for _ in range(draws)]
-    outs = {n: [] for n in nets}
-    removed = {n: [[] for _ in masks] for n in nets}
+    outs, divs = {n: [] for n in nets}, {n: [] for n in nets}
     for i in range(0, len(y), batch_size):  # the networks, a batch at a time
         yb, nbb = to_device(y[i:i + batch_size].float().numpy(), dev), None if nb is None else to_device(
             nb[i:i + batch_size].float().numpy(), dev)
         for n in nets:
-            outs[n].append(_candidate(n, yb, nbb, None).double().cpu())
-            for j, m in enumerate(masks):
-                removed[n][j].append(_candidate(n, yb - m[i:i + batch_size].float().to(dev), nbb, None).double().cpu())
-    base = {n: (torch.cat(outs[n]), [torch.cat(r) for r in removed[n]]) for n in nets}
+            f = _candidate(n, yb, nbb, None).double().cpu()
+            outs[n].append(f)
+            divs[n].append(sum(divergence(y[i:i + batch_size], f, _candidate(
+                n, yb - m[i:i + batch_size].float().to(dev), nbb, None).double().cpu(), m[i:i + batch_size], s)
+                for m in masks) / draws)
+    terms = [risk_terms(y, torch.cat(outs[n]), torch.cat(divs[n]), s) for n in nets]
     basis = None
     if LOWRANK in names and len(y) > 1:
         ladder, vt = lowrank_ladder(y)
-        lr_removed = [lowrank_ladder(y - m)[0] for m in masks]
-
-        def lr_risk(k):
-            div = sum(divergence(y, ladder[k], r[k], m, s) for r, m in zip(lr_removed, masks, strict=True))
-            return float(risk(risk_terms(y, ladder[k], div / draws, s)).sum())
-
-        rank = min(ladder, key=lr_risk)
+        removed = [lowrank_ladder(y - m)[0] for m in masks]
+        lr_terms = {k: risk_terms(y, f, sum(divergence(y, f, r[k], m, s) for r, m in zip(
+            removed, masks, strict=True)) / draws, s) for k, f in ladder.items()}
+        rank = min(lr_terms, key=lambda k: float(risk(lr_terms[k]).sum()))
         basis = vt[:rank].float()
-        base[LOWRANK] = (ladder[rank], [r[rank] for r in lr_removed])
-    nets, terms = [], []
-    for n, (f, frs) in base.items():  # each candidate, and each with its smoothed residual given back
-        for name, g, grs in ((n, f, frs), (n + TWICE, twice(f, y), [twice(fr, y - m) for fr, m in zip(
-                frs, masks, strict=True)])):
-            div = sum(divergence(y, g, gr, m, s) for gr, m in zip(grs, masks, strict=True)) / draws
-            nets.append(name)
-            terms.append(risk_terms(y, g, div, s))
-    decision = _pruned(nets, terms, prune)
+        terms.append(lr_terms[rank])
+        nets = [*nets, LOWRANK]
+    valid = [i for i, t in enumerate(terms) if float(risk(t).sum()) >= 0]  # a risk below 0: the estimate failed
+    nets, terms = [nets[i] for i in valid], [terms[i] for i in valid]
+    noise_sum = noise_variance(y, s).flatten(1).sum(1)
+    decision = _pruned(nets, terms, prune) if terms else combine([], [], noise_sum)
     w = decision.weights
+    basis = basis if w.get(LOWRANK, 0) > 0 else None
     f = y + sum(w[n] * t.resid for n, t in zip(nets, terms, strict=True))
     plan = DenoisePlan(noise, w, basis, decision, len(y), model)
     final = _finish(f, plan).double()
-    div = sum(w[n] * t.div for n, t in zip(nets, terms, strict=True)) + (1 - sum(w.values())) * terms[0].noise
-    decision.risk = risk(RiskTerms(final - y, div, terms[0].noise)).numpy()
+    div = sum(w[n] * t.div for n, t in zip(nets, terms, strict=True)) + (1 - sum(w.values())) * noise_sum
+    decision.risk = risk(RiskTerms(final - y, div, noise_sum)).numpy()
     decision.reduction, decision.reduction_err = reduction(decision.risk, decision.input_risk)
     return plan
