@@ -5,11 +5,13 @@ checks.
     peaks of its probability map (on its fixed work grid, whatever the detector size).
 (b) Measurement (:mod:`disk_fit`): every candidate's disk is measured by a sub-pixel robust circle fit
     of its edge at full resolution, with a standard error ``sigma`` (px). Each pattern prefers the
-    fitted candidate of highest ``symmetry + symmetry_prior * ln(network probability)``. When even the
-    preferred disk leaves the pattern without point symmetry (below ``hidden_symmetry``), the direct
-    beam may be hidden (a beam stop, no beam in the frame): the pattern's most symmetric point (with the
-    stop's dark pixels left out) is found, refined by a fit of the ring ridge around it, and becomes
-    a further candidate when it is clearly more symmetric (by ``hidden_margin``).
+    fitted candidate of highest ``symmetry + symmetry_prior * ln(network probability)``. When no
+    candidate's disk could be measured, the direct beam may be hidden (a beam stop, no beam in the
+    frame): the pattern's most symmetric point (with the stop's dark pixels left out) is found, refined
+    by a fit of the ring ridge around it, and becomes a further candidate when it is point-symmetric
+    (at least ``hidden_symmetry``) and clearly more so than the network's peak (by ``hidden_margin``).
+    A circle fitted to the edge of a ring around a hidden beam is a disk-edge measurement of the
+    optical axis too.
 (c) Scan consensus (:mod:`scan_consensus`): across the scan the direct beam is the candidate that follows
     the smooth descan; each position takes its candidate nearest a robust smooth surface, from the
     candidates stored in the one pass (no pattern is read again).
@@ -49,7 +51,8 @@ DISK, RING, SYMMETRY, NETWORK = range(4)
 @dataclass(frozen=True)
 class CentreSettings:
     """The tuned numbers of the centre stages (see the module docstring), from a manifest entry's
-    ``postprocess`` dict: ``candidates`` network peaks per pattern; ``network_floor`` the quantile
+    ``postprocess`` dict: ``candidates`` network peaks per pattern, those below ``min_probability``
+    times the strongest peak's probability not measured; ``network_floor`` the quantile
     subtracted from the network's input (:func:`center_identify.network_input`); ``symmetry_prior`` the weight of
     ``ln p``; ``duplicate`` (px) fits closer than this are one disk; ``hidden_symmetry``,
     ``hidden_margin``, ``hidden_reach`` (fraction of the detector's short side searched) and
@@ -61,6 +64,7 @@ class CentreSettings:
     :class:`disk_fit.FitSettings`."""
 
     candidates: int
+    min_probability: float
     network_floor: float
     symmetry_prior: float
     duplicate: float
@@ -76,6 +80,8 @@ class CentreSettings:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CentreSettings:
+        """From a ``postprocess`` dict: every field, plus an optional ``tuned_by`` note (ignored here)."""
+        values = {k: v for k, v in values.items() if k != "tuned_by"}
         names = {f.name for f in fields(cls)}
         missing, extra = names - set(values), set(values) - names
         if missing or extra:
@@ -183,6 +189,7 @@ def locate(loaded: LoadedModel, counts: torch.Tensor, settings: CentreSettings, 
             same = ok[:, j] & ok[:, i] & (np.hypot(fx[:, j] - fx[:, i], fy[:, j] - fy[:, i]) < s.duplicate)
             prob[:, i] = np.where(same, prob[:, i] + prob[:, j], prob[:, i])
             ok[:, j] &= ~same
+    ok &= prob >= s.min_probability * prob.max(1, keepdims=True)  # a peak the network all but rules out
     sym = symmetry_scores(counts, fx, fy, mask=mask)
     score = sym + s.symmetry_prior * np.log(prob + 1e-6)
     valid = ok.copy()
@@ -190,13 +197,12 @@ def locate(loaded: LoadedModel, counts: torch.Tensor, settings: CentreSettings, 
     valid[none] = np.arange(k)[None] == 0  # nothing measured: the network's strongest peak, flagged
     method[none, 0] = np.where(refine, NETWORK, method[none, 0])
     own = np.argmax(np.where(valid, score, -np.inf), 1)
-    rows = np.arange(n)
     hx, hy, hs = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.inf)
     hscore, hvalid, hmethod = np.full(n, -np.inf), np.zeros(n, bool), np.full(n, SYMMETRY)
-    sel = np.nonzero(sym[rows, own] < s.hidden_symmetry)[0] if refine else np.zeros(0, int)
+    sel = np.nonzero(none)[0] if refine else np.zeros(0, int)
     if len(sel):
         cx, cy, csig, csym, cmeth = _hidden_beam(counts, sel, s)
-        better = csym > sym[sel, own[sel]] + s.hidden_margin
+        better = (csym >= s.hidden_symmetry) & (csym > sym[sel, own[sel]] + s.hidden_margin)
         hx[sel], hy[sel], hs[sel], hmethod[sel] = cx, cy, csig, cmeth
         hvalid[sel] = better
         hscore[sel] = np.where(better, score[sel, own[sel]] + (csym - sym[sel, own[sel]]), -np.inf)

@@ -138,3 +138,25 @@ def test_scan_consensus_picks_the_candidate_that_follows_the_descan():
     assert c.changed[2, 3] and c.changed[6, 1] and c.changed.sum() == 2
     assert not c.agrees[5, 5] and c.agrees.sum() == 63
     assert abs(c.fx[5, 5] - bx[5, 5]) < 0.3
+
+
+def test_hidden_direct_beam_gives_the_ring_centre_not_a_point_on_a_ring():
+    """Rings behind a beam stop (a dark disk and an arm from the top): the answer is the rings' centre."""
+    from py4dstem_prenet.center import measure_origins
+
+    rng = np.random.default_rng(0)
+    g = np.arange(128)
+    pats, truth = [], []
+    for _ in range(4):
+        cx, cy = rng.uniform(58, 70, 2)
+        r = np.hypot(g[:, None] - cx, g[None] - cy)
+        img = (200 * np.exp(-r / 12) + 60 * np.exp(-(r - 30) ** 2 / 8) + 30 * np.exp(-(r - 45) ** 2 / 8))
+        img *= 1 + 0.5 * rng.random(img.shape)
+        img[(r < 9) | ((np.abs(g[None] - cy) < 4) & (g[:, None] < cx))] = 0.5
+        pats.append(rng.poisson(img).astype(np.float32))
+        truth.append((cx, cy))
+    truth = np.array(truth)
+    o, _, _ = measure_origins(np.array(pats)[None], progress=False, device="cpu", scan_context=False)
+    err = np.hypot(o.qx0[0] - truth[:, 0], o.qy0[0] - truth[:, 1])
+    assert err.max() < 0.5
+    assert o.info["methods"][int(o.method[0, 0])] and np.all(np.isfinite(o.qx0))
