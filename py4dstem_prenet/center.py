@@ -53,7 +53,8 @@ class CentreSettings:
     """The tuned numbers of the centre stages (see the module docstring), from a manifest entry's
     ``postprocess`` dict: ``candidates`` network peaks per pattern, those below ``min_probability``
     times the strongest peak's probability not measured; ``network_floor`` the quantile
-    subtracted from the network's input (:func:`center_identify.network_input`); ``symmetry_prior`` the weight of
+    subtracted from the network's input, at most ``network_floor_cap`` of its range
+    (:func:`center_identify.network_input`); ``symmetry_prior`` the weight of
     ``ln p``; ``duplicate`` (px) fits closer than this are one disk; ``hidden_symmetry``,
     ``hidden_margin``, ``hidden_reach`` (fraction of the detector's short side searched) and
     ``hidden_step`` (px) for a hidden direct beam; ``sigma_flag`` (px) flags a larger standard error;
@@ -66,6 +67,7 @@ class CentreSettings:
     candidates: int
     min_probability: float
     network_floor: float
+    network_floor_cap: float
     symmetry_prior: float
     duplicate: float
     hidden_symmetry: float
@@ -173,7 +175,7 @@ def locate(loaded: LoadedModel, counts: torch.Tensor, settings: CentreSettings, 
     plus one slot for a hidden direct beam (valid only where one was detected). See the module
     docstring."""
     s = settings
-    qx, qy, prob = network_candidates(loaded, counts, s.candidates, s.network_floor)
+    qx, qy, prob = network_candidates(loaded, counts, s.candidates, s.network_floor, s.network_floor_cap)
     n, k = qx.shape
     if refine:
         spread = WorkGrid.for_shape(tuple(counts.shape), loaded.entry.input.get("work_size")).factor
