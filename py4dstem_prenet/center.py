@@ -109,7 +109,8 @@ class CentreSettings:
 class Origins:
     """Measured optical axis over the scan (all ``(Rx, Ry)``): ``qx0, qy0`` (px); ``confidence`` the
     network's probability of the chosen candidate (0..1); ``sigma`` the standard error per axis (px;
-    inf when not measured); ``flag`` True where the answer is unreliable (large sigma, failed fit,
+    inf when not measured, or when the identification is in doubt: off the scan consensus or, for
+    single patterns, an ambiguous choice); ``flag`` True where the answer is unreliable (large sigma, failed fit,
     disagreement with the scan consensus, or an ambiguous choice); ``method`` the index into
     :data:`METHODS`; ``info`` a summary for the metadata."""
 
@@ -175,7 +176,12 @@ def locate(loaded: LoadedModel, counts: torch.Tensor, settings: CentreSettings, 
     plus one slot for a hidden direct beam (valid only where one was detected). See the module
     docstring."""
     s = settings
-    qx, qy, prob = network_candidates(loaded, counts, s.candidates, s.network_floor, s.network_floor_cap)
+    good = impulse_mask(counts, background_level(counts))
+    if mask is not None:
+        good = good & mask.to(torch.bool).expand_as(good)
+    mask = good
+    qx, qy, prob = network_candidates(loaded, counts, s.candidates, s.network_floor, s.network_floor_cap,
+                                      mask=good)
     n, k = qx.shape
     if refine:
         spread = WorkGrid.for_shape(tuple(counts.shape), loaded.entry.input.get("work_size")).factor
@@ -307,9 +313,11 @@ def measure_origins(
                 total += centred_sum(x, qx[i:i + 1], qy[i:i + 1]) - centred_sum(x, oqx[i:i + 1], oqy[i:i + 1])
             else:
                 uncorrected += 1
-    flag = ~valid | ~np.isfinite(sig) | (sig > settings.sigma_flag) | ~agrees
+    doubt = ~valid | ~agrees  # the identification is in doubt: the answer has no standard error
     if not use_scan:
-        flag |= _ambiguous(c, settings)
+        doubt |= _ambiguous(c, settings)
+    sig = np.where(doubt, np.inf, sig)
+    flag = doubt | ~np.isfinite(sig) | (sig > settings.sigma_flag)
     info = {"methods": list(METHODS), "method_counts": {m: int((method == i).sum()) for i, m in enumerate(METHODS)},
             "flagged": int(flag.sum()), "scan_consensus": bool(use_scan),
             "consensus_changed": int(changed.sum()), "consensus_disagree": int((~agrees).sum()),
