@@ -183,10 +183,14 @@ def locate(loaded: LoadedModel, counts: torch.Tensor, settings: CentreSettings, 
     qx, qy, prob = network_candidates(loaded, counts, s.candidates, s.network_floor, s.network_floor_cap,
                                       mask=good)
     n, k = qx.shape
-    if refine:
+    likely = prob >= s.min_probability * prob.max(1, keepdims=True)  # a peak the network all but rules out
+    if refine:  # only the columns holding a likely peak somewhere in the batch are measured
         spread = WorkGrid.for_shape(tuple(counts.shape), loaded.entry.input.get("work_size")).factor
-        fit: DiskFit = fit_disk(counts, qx, qy, mask=mask, spread=spread, settings=s.fit)
-        fx, fy, sig, ok = fit.qx, fit.qy, fit.sigma, fit.ok
+        kk = int(np.nonzero(likely.any(0))[0].max()) + 1
+        fit: DiskFit = fit_disk(counts, qx[:, :kk], qy[:, :kk], mask=mask, spread=spread, settings=s.fit)
+        pad = ((0, 0), (0, k - kk))
+        fx, fy = np.pad(fit.qx, pad, constant_values=np.nan), np.pad(fit.qy, pad, constant_values=np.nan)
+        sig, ok = np.pad(fit.sigma, pad, constant_values=np.inf), np.pad(fit.ok, pad)
         method = np.full((n, k), DISK)
     else:
         fx, fy, sig, ok = qx, qy, np.full((n, k), np.inf), np.ones((n, k), bool)
@@ -197,7 +201,7 @@ def locate(loaded: LoadedModel, counts: torch.Tensor, settings: CentreSettings, 
             same = ok[:, j] & ok[:, i] & (np.hypot(fx[:, j] - fx[:, i], fy[:, j] - fy[:, i]) < s.duplicate)
             prob[:, i] = np.where(same, prob[:, i] + prob[:, j], prob[:, i])
             ok[:, j] &= ~same
-    ok &= prob >= s.min_probability * prob.max(1, keepdims=True)  # a peak the network all but rules out
+    ok &= likely
     sym = symmetry_scores(counts, fx, fy, mask=mask)
     score = sym + s.symmetry_prior * np.log(prob + 1e-6)
     valid = ok.copy()
