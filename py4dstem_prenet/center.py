@@ -239,8 +239,9 @@ def _ambiguous(c: Candidates, s: CentreSettings) -> np.ndarray:
 def _measure_batch(start: int, block: np.ndarray, model: str, device: str, refine: bool, with_sum: bool,
                    mask: np.ndarray | None) -> tuple[Candidates, np.ndarray | None, dict[int, np.ndarray]]:
     """One batch of the centre pass: its :class:`Candidates`, the centred sum at each pattern's own
-    choice (or ``None``), and the patterns (by flat index) whose choice the scan consensus may overrule
-    (a valid runner-up), kept so that the mean can be corrected without reading them again."""
+    choice (or ``None``), and the patterns (by flat index) whose choice the scan consensus is likely to
+    overrule (a runner-up close in score), kept so that the mean can be corrected without reading them
+    again."""
     dev = resolve_device(device)
     loaded = load_model("center", model)
     loaded.module.to(dev)
@@ -252,10 +253,7 @@ def _measure_batch(start: int, block: np.ndarray, model: str, device: str, refin
     if with_sum:
         qx, qy, *_ = c.take(c.own)
         total = centred_sum(x, qx, qy)
-        rows = np.arange(len(c.own))
-        other = c.valid.copy()
-        other[rows, c.own] = False
-        keep = {start + int(i): block[i].copy() for i in np.nonzero(other.any(1))[0]}
+        keep = {start + int(i): block[i].copy() for i in np.nonzero(_ambiguous(c, settings))[0]}
     return c, total, keep
 
 
@@ -272,10 +270,10 @@ def measure_origins(
 
     With ``mean`` the same pass accumulates the mean pattern with every optical axis moved to the
     detector centre, at the final origins (returned third, else ``None``): the patterns whose choice
-    the consensus may overrule travel back with their batch, so the sum is corrected without a second
-    read (beyond ``store_mb`` of such patterns the remaining corrections are skipped and counted in
-    ``info["mean_uncorrected"]``). ``client``: a ``dask.distributed.Client`` to spread the batches over
-    (:func:`runner.map_batches`; same result).
+    the consensus is likely to overrule (an ambiguous choice) travel back with their batch, so the
+    sum is corrected without a second read (beyond ``store_mb`` of such patterns the remaining
+    corrections are skipped and counted in ``info["mean_uncorrected"]``). ``client``: a
+    ``dask.distributed.Client`` to spread the batches over (:func:`runner.map_batches`; same result).
 
     Returns ``(Origins, loaded centre model, mean or None)``.
     """
