@@ -5,11 +5,13 @@ checks.
     peaks of its probability map (on its fixed work grid, whatever the detector size).
 (b) Measurement (:mod:`disk_fit`): every candidate's disk is measured by a sub-pixel robust circle fit
     of its edge at full resolution, with a standard error ``sigma`` (px). Each pattern prefers the
-    fitted candidate of highest ``symmetry + symmetry_prior * ln(network probability)``. When even the
-    preferred disk leaves the pattern without point symmetry (below ``hidden_symmetry``), the direct
-    beam may be hidden (a beam stop, no beam in the frame): the pattern's most symmetric point (with the
-    stop's dark pixels left out) is found, refined by a fit of the ring ridge around it, and becomes
-    a further candidate when it is clearly more symmetric (by ``hidden_margin``).
+    fitted candidate of highest ``symmetry + symmetry_prior * ln(network probability)``. When no
+    candidate's disk could be measured, the direct beam may be hidden (a beam stop, no beam in the
+    frame): the pattern's most symmetric point (with the stop's dark pixels left out) is found, refined
+    by a fit of the ring ridge around it, and becomes a further candidate when it is point-symmetric
+    (at least ``hidden_symmetry``) and clearly more so than the network's peak (by ``hidden_margin``).
+    A circle fitted to the edge of a ring around a hidden beam is a disk-edge measurement of the
+    optical axis too.
 (c) Scan consensus (:mod:`scan_consensus`): across the scan the direct beam is the candidate that follows
     the smooth descan; each position takes its candidate nearest a robust smooth surface, from the
     candidates stored in the one pass (no pattern is read again).
@@ -50,8 +52,10 @@ DISK, RING, SYMMETRY, NETWORK = range(4)
 @dataclass(frozen=True)
 class CentreSettings:
     """The tuned numbers of the centre stages (see the module docstring), from a manifest entry's
-    ``postprocess`` dict: ``candidates`` network peaks per pattern; ``network_floor`` the quantile
-    subtracted from the network's input (:func:`center_identify.network_input`); ``symmetry_prior`` the weight of
+    ``postprocess`` dict: ``candidates`` network peaks per pattern, those below ``min_probability``
+    times the strongest peak's probability not measured; ``network_floor`` the quantile
+    subtracted from the network's input, at most ``network_floor_cap`` of its range
+    (:func:`center_identify.network_input`); ``symmetry_prior`` the weight of
     ``ln p``; ``duplicate`` (px) fits closer than this are one disk; ``hidden_symmetry``,
     ``hidden_margin``, ``hidden_reach`` (fraction of the detector's short side searched) and
     ``hidden_step`` (px) for a hidden direct beam; ``sigma_flag`` (px) flags a larger standard error;
@@ -62,7 +66,9 @@ class CentreSettings:
     :class:`disk_fit.FitSettings`."""
 
     candidates: int
+    min_probability: float
     network_floor: float
+    network_floor_cap: float
     symmetry_prior: float
     duplicate: float
     hidden_symmetry: float
@@ -77,6 +83,8 @@ class CentreSettings:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CentreSettings:
+        """From a ``postprocess`` dict: every field, plus an optional ``tuned_by`` note (ignored here)."""
+        values = {k: v for k, v in values.items() if k != "tuned_by"}
         names = {f.name for f in fields(cls)}
         missing, extra = names - set(values), set(values) - names
         if missing or extra:
@@ -102,7 +110,8 @@ class CentreSettings:
 class Origins:
     """Measured optical axis over the scan (all ``(Rx, Ry)``): ``qx0, qy0`` (px); ``confidence`` the
     network's probability of the chosen candidate (0..1); ``sigma`` the standard error per axis (px;
-    inf when not measured); ``flag`` True where the answer is unreliable (large sigma, failed fit,
+    inf when not measured, or when the identification is in doubt: off the scan consensus or, for
+    single patterns, an ambiguous choice); ``flag`` True where the answer is unreliable (large sigma, failed fit,
     disagreement with the scan consensus, or an ambiguous choice); ``method`` the index into
     :data:`METHODS`; ``info`` a summary for the metadata."""
 
@@ -168,12 +177,21 @@ def locate(loaded: LoadedModel, counts: torch.Tensor, settings: CentreSettings, 
     plus one slot for a hidden direct beam (valid only where one was detected). See the module
     docstring."""
     s = settings
-    qx, qy, prob = network_candidates(loaded, counts, s.candidates, s.network_floor)
+    good = impulse_mask(counts, background_level(counts))
+    if mask is not None:
+        good = good & mask.to(torch.bool).expand_as(good)
+    mask = good
+    qx, qy, prob = network_candidates(loaded, counts, s.candidates, s.network_floor, s.network_floor_cap,
+                                      mask=good)
     n, k = qx.shape
-    if refine:
+    likely = prob >= s.min_probability * prob.max(1, keepdims=True)  # a peak the network all but rules out
+    if refine:  # only the columns holding a likely peak somewhere in the batch are measured
         spread = WorkGrid.for_shape(tuple(counts.shape), loaded.entry.input.get("work_size")).factor
-        fit: DiskFit = fit_disk(counts, qx, qy, mask=mask, spread=spread, settings=s.fit)
-        fx, fy, sig, ok = fit.qx, fit.qy, fit.sigma, fit.ok
+        kk = int(np.nonzero(likely.any(0))[0].max()) + 1
+        fit: DiskFit = fit_disk(counts, qx[:, :kk], qy[:, :kk], mask=mask, spread=spread, settings=s.fit)
+        pad = ((0, 0), (0, k - kk))
+        fx, fy = np.pad(fit.qx, pad, constant_values=np.nan), np.pad(fit.qy, pad, constant_values=np.nan)
+        sig, ok = np.pad(fit.sigma, pad, constant_values=np.inf), np.pad(fit.ok, pad)
         method = np.full((n, k), DISK)
     else:
         fx, fy, sig, ok = qx, qy, np.full((n, k), np.inf), np.ones((n, k), bool)
@@ -184,6 +202,7 @@ def locate(loaded: LoadedModel, counts: torch.Tensor, settings: CentreSettings, 
             same = ok[:, j] & ok[:, i] & (np.hypot(fx[:, j] - fx[:, i], fy[:, j] - fy[:, i]) < s.duplicate)
             prob[:, i] = np.where(same, prob[:, i] + prob[:, j], prob[:, i])
             ok[:, j] &= ~same
+    ok &= likely
     sym = symmetry_scores(counts, fx, fy, mask=mask)
     score = sym + s.symmetry_prior * np.log(prob + 1e-6)
     valid = ok.copy()
@@ -191,13 +210,12 @@ def locate(loaded: LoadedModel, counts: torch.Tensor, settings: CentreSettings, 
     valid[none] = np.arange(k)[None] == 0  # nothing measured: the network's strongest peak, flagged
     method[none, 0] = np.where(refine, NETWORK, method[none, 0])
     own = np.argmax(np.where(valid, score, -np.inf), 1)
-    rows = np.arange(n)
     hx, hy, hs = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.inf)
     hscore, hvalid, hmethod = np.full(n, -np.inf), np.zeros(n, bool), np.full(n, SYMMETRY)
-    sel = np.nonzero(sym[rows, own] < s.hidden_symmetry)[0] if refine else np.zeros(0, int)
+    sel = np.nonzero(none)[0] if refine else np.zeros(0, int)
     if len(sel):
         cx, cy, csig, csym, cmeth = _hidden_beam(counts, sel, s)
-        better = csym > sym[sel, own[sel]] + s.hidden_margin
+        better = (csym >= s.hidden_symmetry) & (csym > sym[sel, own[sel]] + s.hidden_margin)
         hx[sel], hy[sel], hs[sel], hmethod[sel] = cx, cy, csig, cmeth
         hvalid[sel] = better
         hscore[sel] = np.where(better, score[sel, own[sel]] + (csym - sym[sel, own[sel]]), -np.inf)
@@ -229,8 +247,8 @@ class CentreStep(Step):
     """The centre pass (:mod:`engine` step): stages (a) and (b) per batch (:func:`locate`), every
     pattern's ``slots`` candidates stored (``"nav"`` outputs named as the fields of :class:`Candidates`,
     ``own`` the pattern's own choice); with ``mean`` also the centred sum at each own choice and, as an
-    ``"items"`` output of at most ``store_mb``, the patterns whose choice the scan consensus may overrule
-    (a valid runner-up), so that the mean can be corrected without reading them again."""
+    ``"items"`` output of at most ``store_mb``, the patterns whose choice the scan consensus is likely to
+    overrule (a runner-up close in score), so that the mean can be corrected without reading them again."""
 
     model: str
     device: str
@@ -260,9 +278,8 @@ class CentreStep(Step):
         if self.mean:
             qx, qy, *_ = c.take(c.own)
             out["centred_sum"] = centred_sum(x, qx, qy)
-            other = c.valid.copy()
-            other[np.arange(len(c.own)), c.own] = False
-            out["runner_up_patterns"] = {start + int(i): block[i].copy() for i in np.nonzero(other.any(1))[0]}
+            out["runner_up_patterns"] = {start + int(i): block[i].copy()
+                                         for i in np.nonzero(_ambiguous(c, settings))[0]}
         return out
 
 
@@ -279,10 +296,10 @@ def measure_origins(
 
     With ``mean`` the same pass accumulates the mean pattern with every optical axis moved to the
     detector centre, at the final origins (returned third, else ``None``): the patterns whose choice
-    the consensus may overrule travel back with their batch, so the sum is corrected without a second
-    read (beyond ``store_mb`` of such patterns the remaining corrections are skipped and counted in
-    ``info["mean_uncorrected"]``). ``client``: a ``dask.distributed.Client`` to spread the batches over
-    (:mod:`engine`; same result).
+    the consensus is likely to overrule (an ambiguous choice) travel back with their batch, so the
+    sum is corrected without a second read (beyond ``store_mb`` of such patterns the remaining
+    corrections are skipped and counted in ``info["mean_uncorrected"]``). ``client``: a
+    ``dask.distributed.Client`` to spread the batches over (:mod:`engine`; same result).
 
     Returns ``(Origins, loaded centre model, mean or None)``.
     """
@@ -317,9 +334,11 @@ def measure_origins(
                 total += centred_sum(x, qx[i:i + 1], qy[i:i + 1]) - centred_sum(x, oqx[i:i + 1], oqy[i:i + 1])
             else:
                 uncorrected += 1
-    flag = ~valid | ~np.isfinite(sig) | (sig > settings.sigma_flag) | ~agrees
+    doubt = ~valid | ~agrees  # the identification is in doubt: the answer has no standard error
     if not use_scan:
-        flag |= _ambiguous(c, settings)
+        doubt |= _ambiguous(c, settings)
+    sig = np.where(doubt, np.inf, sig)
+    flag = doubt | ~np.isfinite(sig) | (sig > settings.sigma_flag)
     info = {"methods": list(METHODS), "method_counts": {m: int((method == i).sum()) for i, m in enumerate(METHODS)},
             "flagged": int(flag.sum()), "scan_consensus": bool(use_scan),
             "consensus_changed": int(changed.sum()), "consensus_disagree": int((~agrees).sum()),

@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from . import geometry
-from .disk_fit import background_level
+from .disk_fit import background_level, impulse_mask
 from .normalization import WorkGrid, to_network
 from .runner import apply_network
 from .weights import LoadedModel
@@ -31,29 +31,38 @@ def heatmap(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.reshape(n, -1).float(), dim=1).reshape(logits.shape)
 
 
-def network_input(counts: torch.Tensor, grid: WorkGrid, floor: float) -> torch.Tensor:
-    """The centre network's input ``(n, 1, size, size)``: the pattern on its work grid, less its
-    ``floor`` quantile (a fraction, 0..1) and clipped at 0, normalised (:func:`normalization.to_network`).
-    Subtracting a quantile removes any pedestal and the diffuse floor that pulls the network off the
-    disks; with the normalisation, the input is unchanged by any positive scale of the intensities."""
-    work = grid.apply(counts.float())
-    level = torch.quantile(work.flatten(1), floor, dim=1) if floor > 0 else work.flatten(1).amin(1)
+def network_input(counts: torch.Tensor, grid: WorkGrid, floor: float, cap: float,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The centre network's input ``(n, 1, size, size)``: the pattern (hot and dead pixels, those
+    outside ``mask`` (``(n, Qx, Qy)``, True = good; default :func:`disk_fit.impulse_mask`), set to the
+    pedestal) on its work grid, less its
+    ``floor`` quantile (a fraction, 0..1; at most ``cap`` times the way from the minimum to the maximum,
+    so that a large flat-topped (saturated) disk survives) and clipped at 0, normalised
+    (:func:`normalization.to_network`). Subtracting it removes any pedestal and the diffuse floor that
+    pulls the network off the disks; the input is unchanged by any positive scale of the intensities."""
+    bg = background_level(counts).view(-1, 1, 1)
+    good = impulse_mask(counts, bg.view(-1)) if mask is None else mask
+    work = grid.apply(torch.where(good, counts.float(), bg))
+    flat = work.flatten(1)
+    lo, hi = flat.amin(1), flat.amax(1)
+    level = torch.minimum(torch.quantile(flat, floor, dim=1), lo + cap * (hi - lo))
     return to_network((work - level.view(-1, 1, 1)).clamp_min(0))[0]
 
 
-def network_candidates(loaded: LoadedModel, counts: torch.Tensor, candidates: int, floor: float,
-                       work_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def network_candidates(loaded: LoadedModel, counts: torch.Tensor, candidates: int, floor: float, cap: float,
+                       work_size: int | None = None, mask: torch.Tensor | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate centres ``(qx, qy, probability)``, each ``(n, candidates)`` (detector pixels), strongest
     first, for patterns ``counts (n, Qx, Qy)`` on the network's device.
 
-    The network sees :func:`network_input` with ``floor`` on its work grid (``work_size``, default the
+    The network sees :func:`network_input` (``floor``, ``cap``) on its work grid (``work_size``, default the
     entry's ``input["work_size"]``). Each candidate is a local maximum of the probability map, placed by
     the weighted centre of mass of the map around it (:func:`geometry.weighted_com`); its probability is
     the map's mass in that window.
     """
     inp = loaded.entry.input
     grid = WorkGrid.for_shape(tuple(counts.shape), work_size or inp.get("work_size"))
-    prob = heatmap(apply_network(loaded, network_input(counts, grid, floor))[:, 0]).double()
+    prob = heatmap(apply_network(loaded, network_input(counts, grid, floor, cap, mask))[:, 0]).double()
     n, h, w = prob.shape
     gx = torch.arange(h, dtype=prob.dtype, device=prob.device).view(1, -1, 1)
     gy = torch.arange(w, dtype=prob.dtype, device=prob.device).view(1, 1, -1)

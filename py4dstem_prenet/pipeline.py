@@ -1,8 +1,9 @@
 """The chain over a cube of any size, in two streaming passes over the recorded patterns.
 
-1. Centre pass (:func:`center.measure_origins`): every pattern's optical axis, and in the same pass
-   the mean pattern with every optical axis moved to the detector centre (float64 sum); the scan
-   context then re-measures the positions that disagree with the descan drift.
+1. Centre pass (:func:`center.measure_origins`): every pattern's candidate direct beams, measured by
+   a geometric disk fit, and in the same pass the mean pattern with every optical axis moved to the
+   detector centre (float64 sum); the scan consensus then chooses among the stored candidates (no
+   pattern is read again) and the sum is corrected for the positions it changed.
 2. The ellipse is measured on that mean pattern (:func:`ellipse.measure_ellipse`): the only full-cube
    reduction, accumulated on the fly.
 3. Transform pass (:func:`transform`): each batch is denoised and resampled once (shift + ellipse

@@ -138,3 +138,47 @@ def test_scan_consensus_picks_the_candidate_that_follows_the_descan():
     assert c.changed[2, 3] and c.changed[6, 1] and c.changed.sum() == 2
     assert not c.agrees[5, 5] and c.agrees.sum() == 63
     assert abs(c.fx[5, 5] - bx[5, 5]) < 0.3
+
+
+def test_hidden_direct_beam_gives_the_ring_centre_not_a_point_on_a_ring():
+    """Rings behind a beam stop (a dark disk and an arm from the top): the answer is the rings' centre."""
+    from py4dstem_prenet.center import measure_origins
+
+    rng = np.random.default_rng(0)
+    g = np.arange(128)
+    pats, truth = [], []
+    for _ in range(4):
+        cx, cy = rng.uniform(58, 70, 2)
+        r = np.hypot(g[:, None] - cx, g[None] - cy)
+        img = (200 * np.exp(-r / 12) + 60 * np.exp(-(r - 30) ** 2 / 8) + 30 * np.exp(-(r - 45) ** 2 / 8))
+        img *= 1 + 0.5 * rng.random(img.shape)
+        img[(r < 9) | ((np.abs(g[None] - cy) < 4) & (g[:, None] < cx))] = 0.5
+        pats.append(rng.poisson(img).astype(np.float32))
+        truth.append((cx, cy))
+    truth = np.array(truth)
+    o, _, _ = measure_origins(np.array(pats)[None], progress=False, device="cpu", scan_context=False)
+    err = np.hypot(o.qx0[0] - truth[:, 0], o.qy0[0] - truth[:, 1])
+    assert err.max() < 0.5
+    assert o.info["methods"][int(o.method[0, 0])] and np.all(np.isfinite(o.qx0))
+
+
+def test_same_centres_for_any_detector_size_pedestal_and_scale():
+    """The example's first 4 x 4 patterns: cropped to 96 x 96 and 128 x 96, scaled by 1e-3 and put on a
+    pedestal of 100, the centres are those of the original (issue 13), and near the truth."""
+    from py4dstem_prenet.center import measure_origins
+    from py4dstem_prenet.example import load_example
+
+    cube, truth = load_example()
+    d = np.asarray(cube.data[:4, :4])
+    tx, ty = truth["qx0"][:4, :4], truth["qy0"][:4, :4]
+    variants = {"as is": (d, 0, 0), "x1e-3 + 100": (d * 1e-3 + 100, 0, 0), "96 x 96": (d[:, :, 16:112, 16:112], 16, 16),
+                "128 x 96": (d[:, :, :, 16:112], 0, 16)}
+    found = {}
+    for name, (x, ox, oy) in variants.items():
+        o, _, _ = measure_origins(x, device="cpu", progress=False)
+        found[name] = (o.qx0 + ox, o.qy0 + oy)
+    ref = found["as is"]
+    assert np.median(np.hypot(ref[0] - tx, ref[1] - ty)) < 0.3
+    for name, (qx, qy) in found.items():
+        np.testing.assert_allclose(qx, ref[0], atol=0.02, err_msg=name)
+        np.testing.assert_allclose(qy, ref[1], atol=0.02, err_msg=name)
