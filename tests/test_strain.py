@@ -1,12 +1,11 @@
 """Downstream: py4DSTEM strain maps of an unstrained Si crystal (8 x 8 scan, 2,000 e-/pattern, a/b 1.05 at
 35 degrees, drift up to 4 px), classical calibration beside ours (:mod:`py4dstem_prenet.evaluate.strain`).
 
-Measured at 16 x 16 over seeds 0-2 (``benchmarks/strain.py``, RMS strain error in %): no ellipse
-correction 2.35 (on-zone Si) / 2.50 (tilted); py4DSTEM ``fit_ellipse_1D`` on the Bragg vector map
-12.5 / 13.5 (a/b 1.3-1.5: one crystal's lattice does not fix an ellipse); true ellipse (the floor)
-0.44 / 0.41; our ellipse with py4DSTEM's origins 0.80 / 0.53; the whole chain (``prenet_preprocess``:
-denoise, centre with symmetry re-ranking, ellipse) 0.87 / 0.83, every position fitted: 0.37 / 0.33 of
-the best classical route.
+Measured at 8 x 8, seed 0 (RMS strain error in %): no ellipse correction 2.35; the whole chain 2.13 (its
+centres are better; the ring fit finds a single crystal's ellipse not measurable, as a lattice cannot
+tell a distortion from strain, so nothing is corrected). The previous ellipse network reported an
+ellipse here (0.87 %): an answer the data cannot support. Calibrate the ellipse on a ring standard
+(polycrystalline or amorphous) and apply it to crystal scans.
 """
 
 import numpy as np
@@ -45,13 +44,17 @@ def test_measurement_sees_the_ellipse_and_only_it(result):
     assert raw.rms() > 2.0 and abs(np.nanmean(raw.strain[0])) > 2.0
 
 
-def test_our_ellipse_beats_classical_calibration(result):
+def test_a_single_crystal_does_not_fix_the_ellipse(result):
+    """One crystal's lattice cannot tell an elliptical distortion from strain: the ring fit says "not
+    measurable" (ratio 1, no correction) instead of inventing an ellipse (the strain it leaves is the
+    uncorrected route's)."""
     hybrid = result.routes[strain.HYBRID]
-    assert hybrid.fitted.all()
-    assert hybrid.rms() < 0.5 * best_classical(result)
+    assert hybrid.fitted.all() and hybrid.ratio == 1.0
+    assert abs(hybrid.rms() - result.routes[strain.NO_ELLIPSE].rms()) < 0.2
 
 
-def test_whole_chain_beats_classical_calibration(result):
+def test_whole_chain_is_better_than_classical_calibration(result):
+    """Without an ellipse to correct, the chain's better centres still give better strain maps."""
     ours = result.routes[strain.OURS]
     assert ours.fitted.all()
-    assert ours.rms() < 0.5 * best_classical(result)
+    assert ours.rms() < best_classical(result)

@@ -153,9 +153,10 @@ def test_fit_too_big_for_the_scan_is_refused_before_the_pass(fit, scan, robust, 
                                                       ("constant", (1, 1), True), ("bezier_two", (3, 3), False),
                                                       ("plane", (2, 3), True)])
 def test_feasible_fits_run(fit, scan, robust, untrained):
-    origins = small_cube(*scan).prenet_measure_origin(model=untrained["center"], device="cpu", progress=False, fit=fit,
-                                              robust=robust)
-    assert np.all(np.isfinite(origins.data))
+    dc = small_cube(*scan)
+    node = dc.prenet_measure_origin(model=untrained["center"], device="cpu", progress=False, fit=fit, robust=robust)
+    assert np.all(np.isfinite(node.data[:2]))  # qx0, qy0 (sigma is inf where a position was not measured)
+    assert all(np.all(np.isfinite(o)) for o in dc.calibration.get_origin())
 
 
 def test_nan_origin_is_refused_before_prenet_ellipse_reads_the_cube(untrained, no_pass):
