@@ -1,8 +1,9 @@
 """py4dstem-prenet: deep-learning preprocessing of 4D-STEM data for py4DSTEM (4D-PreNet).
 
-Importing the package registers ``prenet_denoise``, ``prenet_center``, ``prenet_ellipse`` and
-``prenet_preprocess`` on :class:`py4DSTEM.DataCube`. Conventions (axes, detector centre, ellipse
-parameters, units) are stated once, in :mod:`py4dstem_prenet.geometry`.
+Importing the package registers ``prenet_denoise``, ``prenet_measure_origin``, ``prenet_center``,
+``prenet_measure_ellipse``, ``prenet_ellipse`` and ``prenet_preprocess`` on :class:`py4DSTEM.DataCube`.
+Conventions (axes, detector centre, ellipse parameters, units) are stated once, in
+:mod:`py4dstem_prenet.geometry`; the layout of the code is ``docs/architecture.md``.
 """
 
 from . import datacube as _datacube  # (registers the DataCube methods)

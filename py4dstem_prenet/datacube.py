@@ -1,9 +1,12 @@
 """The ``py4DSTEM.DataCube`` methods: argument checks, calibration and EMD writes; nothing numeric.
 
-Every method takes ``model`` (a manifest name, ``"default"`` or a ``.safetensors`` path from
-``prenet train``), ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``), ``batch_size`` (patterns per network
-call) and ``progress`` (tqdm bar). None of them changes the input cube's data; results are new
-DataCubes (float32 counts) and calibration written with py4DSTEM's own setters.
+Every method takes keyword arguments only: ``model`` (a name from :func:`weights.list_models`,
+``"default"`` or a ``.safetensors`` path from ``prenet train``), ``device`` (``"auto"``, ``"cpu"``,
+``"cuda[:N]"``), ``batch_size`` (patterns per network call), ``progress`` (tqdm bar) and ``client`` (a
+``dask.distributed.Client``), all checked before any pass. Each returns one type: ``prenet_measure_origin``
+the ``prenet_origin`` node, ``prenet_measure_ellipse`` an :class:`~ellipse.EllipseFit`, the others a new
+DataCube (float32, the input's units). None of them changes the input cube's data; calibration is
+written with py4DSTEM's own setters.
 """
 
 from __future__ import annotations

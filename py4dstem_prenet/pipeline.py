@@ -1,5 +1,8 @@
-"""The chain over a cube of any size, in two streaming passes over the recorded patterns.
+"""The chain over a cube of any size, in streaming passes over the recorded patterns (each an
+:mod:`engine` step).
 
+0. Survey pass (:func:`survey.preflight`, cheap): every pattern checked, hot/dead pixels and a pedestal
+   found; every later pass reads the patterns with those repaired (:func:`survey.cleaned`).
 1. Centre pass (:func:`center.measure_origins`): every pattern's candidate direct beams, measured by
    a geometric disk fit, and in the same pass the mean pattern with every optical axis moved to the
    detector centre (float64 sum); the scan consensus then chooses among the stored candidates (no
@@ -11,7 +14,8 @@
    ``h5py.Dataset`` so that the result streams to disk).
 
 Only a batch of patterns (and a few chunks when a Dask client spreads the batches over a cluster) is
-in memory at a time; the input is read twice.
+in memory at a time; the input is read three times (plus the denoiser's self-check sample of at most
+256 patterns).
 """
 
 from __future__ import annotations
