@@ -124,8 +124,8 @@ def run(step: Step, data: Any, options: Options, *, into: dict[str, Any] | None 
         elif out.kind == "items":
             buffers[name] = Items(out.limit_mb)
         else:
-            start = {"sum": 0, "min": np.inf, "max": -np.inf}[out.kind]
-            buffers[name] = np.full(out.shape, start, dtype=out.dtype)
+            initial = {"sum": 0, "min": np.inf, "max": -np.inf}[out.kind]
+            buffers[name] = np.full(out.shape, initial, dtype=out.dtype)
     parts = executor_for(options).map(step.process, data, batch_size=options.batch_size,
                                       progress=options.progress, desc=step.desc, neighbours=step.neighbours)
     for start, part in parts:
