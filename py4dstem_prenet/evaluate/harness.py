@@ -309,7 +309,6 @@ def evaluate_ellipse(library: str, model: str = "default", device: str = "auto",
     rng = np.random.default_rng([seed, 2])
     gen = torch.Generator().manual_seed(seed)
     labels = draw_geometry(rng, n, data.shape, data.ranges)
-    cx, cy = geometry.detector_center(data.shape)
     meta = PatternLibrary(library).metadata()
     category = dict(zip(np.asarray(meta["structure"]).astype(str), np.asarray(meta["category"]).astype(str),
                         strict=True))
@@ -317,15 +316,7 @@ def evaluate_ellipse(library: str, model: str = "default", device: str = "auto",
     dose = np.array([DOSES[i % len(DOSES)] for i in range(n)])
     means, specimen = [], []
     for i in range(n):
-        k = int(rng.integers(per_mean[0], per_mean[1] + 1))
-        names = rng.choice(np.unique(data.structures), size=int(rng.integers(1, 3)))
-        pick = rng.choice(np.flatnonzero(np.isin(data.structures, names)), size=k)
-        geo = {"qx0": cx + rng.normal(0, 0.05, k), "qy0": cy + rng.normal(0, 0.05, k),
-               "ratio": labels["ratio"][i], "theta": labels["theta"][i],
-               "rotation": rng.uniform(0, 2 * math.pi, k), "scale": labels["scale"][i]}
-        f = geometry.distortion_matrix(data.shape, **geo)
-        clean = geometry.warp(data.patterns[pick], geometry.invert(f), mode="bilinear",
-                              preserve_counts=True).clamp_min(0)
+        names, _, clean = data.mean_grains(rng, labels, i, per_mean)
         means.append(add_noise(clean, dose[i], gen, effects[i]).mean(0).numpy())
         specimen.append("+".join(sorted({category[str(s)] for s in names})))
     methods = ("ours",) + classical.ELLIPSE_METHODS

@@ -174,25 +174,33 @@ class TrainingData:
                                 detector_to_work(params["qy0"], fy), sigma)
         return Batch(x, target, {**params, "dose": dose, "work_factor": np.array([fx, fy])})
 
+    def mean_grains(self, rng: np.random.Generator, labels: dict, i: int, per_mean: tuple[int, int]
+                    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """The grains of mean pattern ``i``: one or two structure names, the library indices of ``k`` grains
+        (``per_mean`` bounds k), and their clean patterns (fractions per pixel) at random in-plane rotations,
+        with the common ellipse and camera length of ``labels[...][i]`` and 0.05 px centring jitter."""
+        cx, cy = geometry.detector_center(self.shape)
+        k = int(rng.integers(per_mean[0], per_mean[1] + 1))
+        names = rng.choice(np.unique(self.structures), size=int(rng.integers(1, 3)))
+        pick = rng.choice(np.flatnonzero(np.isin(self.structures, names)), size=k)
+        geo = {"qx0": cx + rng.normal(0, 0.05, k), "qy0": cy + rng.normal(0, 0.05, k),
+               "ratio": labels["ratio"][i], "theta": labels["theta"][i],
+               "rotation": rng.uniform(0, 2 * math.pi, k), "scale": labels["scale"][i]}
+        f = geometry.distortion_matrix(self.shape, **geo)
+        clean = geometry.warp(self.patterns[pick], geometry.invert(f), mode="bilinear", preserve_counts=True)
+        return names, pick, clean.clamp_min(0)
+
     def ellipse_means(self, rng: np.random.Generator, gen: torch.Generator, n: int,
                       per_mean: tuple[int, int]) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
         """``n`` noisy mean patterns ``(n, Qx, Qy)`` (counts per pattern), each the mean of K centred
         patterns (one or two structures, random grain rotations, a common camera length and ellipse,
         residual centring jitter 0.05 px), and their labels (ratio, theta, ...)."""
         means, labels = [], draw_geometry(rng, n, self.shape, self.ranges)
-        cx, cy = geometry.detector_center(self.shape)
         labels["dose"] = log_uniform(rng, *self.ranges.dose, n)
         for i in range(n):
-            k = int(rng.integers(per_mean[0], per_mean[1] + 1))
-            names = rng.choice(np.unique(self.structures), size=int(rng.integers(1, 3)))
-            pick = rng.choice(np.flatnonzero(np.isin(self.structures, names)), size=k)
-            geo = {"qx0": cx + rng.normal(0, 0.05, k), "qy0": cy + rng.normal(0, 0.05, k),
-                   "ratio": labels["ratio"][i], "theta": labels["theta"][i],
-                   "rotation": rng.uniform(0, 2 * math.pi, k), "scale": labels["scale"][i]}
-            f = geometry.distortion_matrix(self.shape, **geo)
-            total = geometry.warp(self.patterns[pick], geometry.invert(f), mode="bilinear",
-                                  preserve_counts=True).clamp_min(0).sum(0, keepdim=True)
-            means.append(add_noise(total, labels["dose"][i], gen, self._effects(rng))[0] / k)
+            _, pick, clean = self.mean_grains(rng, labels, i, per_mean)
+            total = add_noise(clean.sum(0, keepdim=True), labels["dose"][i], gen, self._effects(rng))[0]
+            means.append(total / len(pick))
         return torch.stack(means), labels
 
     def ellipse_batch(self, rng: np.random.Generator, gen: torch.Generator, n: int, per_mean: tuple[int, int],
